@@ -1,0 +1,95 @@
+"""The one interface every model backend implements: a batch of chat requests in, texts plus usage out.
+
+Keeping the interface this small is what lets the call log, the cache and the cost accounting wrap any backend
+(local GGUF, OpenAI-compatible server, fine-tuned HF student) without knowing which one it is.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class ChatRequest:
+    """One chat completion request. ``messages`` are OpenAI-style {role, content} dicts."""
+
+    messages: tuple[tuple[str, str], ...]
+    max_tokens: int = 512
+    temperature: float = 0.0
+    stop: tuple[str, ...] = ()
+    seed: int = 0
+
+    @classmethod
+    def of(cls, messages: list[dict[str, str]], **params) -> "ChatRequest":
+        msgs = tuple((m["role"], m["content"]) for m in messages)
+        if "stop" in params and params["stop"] is not None:
+            params["stop"] = tuple(params["stop"])
+        return cls(messages=msgs, **params)
+
+    def message_dicts(self) -> list[dict[str, str]]:
+        return [{"role": r, "content": c} for r, c in self.messages]
+
+    def params(self) -> dict:
+        """Sampling parameters that change the output; part of the cache key."""
+        return {"max_tokens": self.max_tokens, "temperature": self.temperature, "stop": list(self.stop), "seed": self.seed}
+
+    def prompt_json(self) -> str:
+        return json.dumps(self.message_dicts(), ensure_ascii=False)
+
+
+@dataclass
+class Generation:
+    """A model's answer to one request, with the usage that cost accounting needs."""
+
+    text: str
+    tokens_in: int
+    tokens_out: int
+    seconds: float
+    model: str
+    cached: bool = False
+    finish_reason: str = "stop"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class Backend(Protocol):
+    """A model behind a spec string such as ``llamacpp:qwen2.5-1.5b``."""
+
+    spec: str
+
+    def generate(self, requests: list[ChatRequest]) -> list[Generation]:
+        """Answer each request, in order. Implementations may batch or parallelise."""
+        ...
+
+
+@dataclass
+class ModelSpec:
+    """A parsed model spec: ``kind:name`` plus ``,key=value`` options (e.g. ``hf:/dir,adapter=/lora``)."""
+
+    kind: str
+    name: str
+    options: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, spec: str) -> "ModelSpec":
+        if not spec or not spec.strip():
+            raise ValueError("empty model spec; expected e.g. 'llamacpp:qwen2.5-1.5b', 'openai:gpt-4o-mini', 'hf:/path'")
+        spec = spec.strip()
+        kind, sep, rest = spec.partition(":")
+        if not sep:  # a bare alias means the embedded llama.cpp backend
+            kind, rest = "llamacpp", spec
+        parts = rest.split(",")
+        options = {}
+        for p in parts[1:]:
+            k, eq, v = p.partition("=")
+            if not eq:
+                raise ValueError(f"bad option {p!r} in model spec {spec!r}; options look like key=value")
+            options[k.strip()] = v.strip()
+        return cls(kind=kind.strip(), name=parts[0].strip(), options=options)
+
+    def __str__(self) -> str:
+        opts = "".join(f",{k}={v}" for k, v in sorted(self.options.items()))
+        return f"{self.kind}:{self.name}{opts}"

@@ -1,0 +1,68 @@
+"""The embedded default backend: GGUF models run in-process with llama-cpp-python."""
+
+from __future__ import annotations
+
+import os
+import time
+from functools import lru_cache
+from pathlib import Path
+
+from divcon.backends.base import ChatRequest, Generation, ModelSpec
+from divcon.backends.registry import resolve_gguf
+
+
+@lru_cache(maxsize=4)
+def _load(path: str, n_ctx: int, n_threads: int):
+    """Loading a model takes seconds; pipelines that use one model as decomposer and solver share one instance."""
+    from llama_cpp import Llama
+
+    return Llama(model_path=path, n_ctx=n_ctx, n_threads=n_threads, n_batch=512, verbose=False, seed=0)
+
+
+class LlamaCppBackend:
+    """``llamacpp:<alias>`` for an embedded model or ``llamacpp:/path/model.gguf`` for any GGUF file.
+
+    Options: ``ctx=`` context length (default 4096), ``threads=`` CPU threads (default: all cores).
+    """
+
+    def __init__(self, spec: ModelSpec):
+        self.spec = str(spec)
+        name = spec.name
+        self.path = Path(name) if name.endswith(".gguf") else resolve_gguf(name)
+        if not self.path.exists():
+            raise FileNotFoundError(f"GGUF file not found: {self.path}")
+        self.n_ctx = int(spec.options.get("ctx", 4096))
+        self.n_threads = int(spec.options.get("threads", os.cpu_count() or 2))
+
+    @property
+    def llm(self):
+        return _load(str(self.path), self.n_ctx, self.n_threads)
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=True))
+
+    def generate(self, requests: list[ChatRequest]) -> list[Generation]:
+        out = []
+        for req in requests:
+            t0 = time.perf_counter()
+            resp = self.llm.create_chat_completion(
+                messages=req.message_dicts(),
+                max_tokens=req.max_tokens,
+                temperature=req.temperature,
+                stop=list(req.stop) or None,
+                seed=req.seed,
+            )
+            dt = time.perf_counter() - t0
+            choice = resp["choices"][0]
+            usage = resp.get("usage") or {}
+            out.append(
+                Generation(
+                    text=choice["message"]["content"] or "",
+                    tokens_in=int(usage.get("prompt_tokens", 0)),
+                    tokens_out=int(usage.get("completion_tokens", 0)),
+                    seconds=dt,
+                    model=self.spec,
+                    finish_reason=choice.get("finish_reason") or "stop",
+                )
+            )
+        return out

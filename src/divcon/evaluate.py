@@ -1,0 +1,145 @@
+"""Evaluate a pipeline on a task: resumable, one record per example, a summary with quality, tokens, $ and time."""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from dataclasses import asdict
+from pathlib import Path
+from typing import Callable
+
+from divcon import __version__
+from divcon.backends import load_backend
+from divcon.cost import load_table, price_of
+from divcon.pipeline import Pipeline, PipelineConfig
+from divcon.runs import RecordWriter, open_run, read_records, write_json
+from divcon.tasks import Task, get_task
+
+
+def run_config(task: Task, split: str, limit: int | None, offset: int, shuffle_seed: int | None,
+               decomposer: str | None, solver: str, pcfg: PipelineConfig) -> dict:
+    return {
+        "task": task.name, "split": split, "limit": limit, "offset": offset, "shuffle_seed": shuffle_seed,
+        "mode": pcfg.mode, "decomposer": decomposer if pcfg.mode in ("two-stage", "dynamic") else None,
+        "solver": solver, "pipeline": asdict(pcfg),
+    }
+
+
+def default_run_name(cfg: dict) -> str:
+    def short(spec: str | None) -> str:
+        return (spec or "").replace("llamacpp:", "").replace("/", "_").replace(":", "-").replace(",", "_").strip("_")
+
+    parts = [cfg["task"], cfg["split"], cfg["mode"]]
+    if cfg["decomposer"]:
+        parts.append(f"D-{short(cfg['decomposer'])}")
+    parts.append(f"S-{short(cfg['solver'])}")
+    parts.append(f"n{cfg['limit'] if cfg['limit'] is not None else 'all'}")
+    return "_".join(parts)
+
+
+def evaluate(
+    task_name: str,
+    solver: str,
+    decomposer: str | None = None,
+    pcfg: PipelineConfig | None = None,
+    split: str | None = None,
+    limit: int | None = None,
+    offset: int = 0,
+    shuffle_seed: int | None = None,
+    out: Path | None = None,
+    runs_root: Path = Path("runs"),
+    batch_size: int = 1,
+    on_progress: Callable[[int, int, dict | None], None] | None = None,
+) -> tuple[Path, dict]:
+    """Run (or resume) an evaluation; returns the run dir and its summary."""
+    pcfg = pcfg or PipelineConfig()
+    task = get_task(task_name)
+    split = split or task.default_split
+    examples = task.examples(split, limit, offset, shuffle_seed)
+    if not examples:
+        raise ValueError(f"{task_name}/{split} with limit={limit} offset={offset} selects no examples")
+    cfg = run_config(task, split, limit, offset, shuffle_seed, decomposer or solver, solver, pcfg)
+    run_dir = out or runs_root / default_run_name(cfg)
+    solver_b = load_backend(solver)
+    decomposer_b = load_backend(decomposer) if decomposer and decomposer != solver else solver_b
+    open_run(run_dir, {**cfg, "divcon_version": __version__})
+    done = {r["id"] for r in read_records(run_dir, repair=True)}
+    todo = [e for e in examples if e.id not in done]
+    pipe = Pipeline(pcfg, solver=solver_b, decomposer=decomposer_b)
+    if on_progress:
+        on_progress(len(examples) - len(todo), len(examples), None)
+    with RecordWriter(run_dir) as writer:
+        for start in range(0, len(todo), batch_size):
+            batch = todo[start:start + batch_size]
+            t0 = time.perf_counter()
+            results = pipe.run(batch, task.family)
+            wall = (time.perf_counter() - t0) / len(batch)
+            for ex, res in zip(batch, results):
+                scored = task.evaluate(res.final_output, ex.golds)
+                rec = {
+                    "id": ex.id, "question": ex.question, "has_context": ex.context is not None,
+                    "golds": ex.golds, **res.to_dict(), "answer": scored.answer,
+                    "answer_source": scored.answer_source, "metrics": scored.metrics, "wall_seconds": wall,
+                }
+                writer.write(rec)
+                if on_progress:
+                    on_progress(1, len(examples), rec)
+    records = read_records(run_dir)
+    summary = summarize(records, {**cfg, "run_dir": str(run_dir)})
+    write_json(run_dir / "summary.json", summary)
+    return run_dir, summary
+
+
+def _usage_table(records: list[dict], key: str, prices: dict) -> dict:
+    acc: dict = defaultdict(lambda: {"tokens_in": 0, "tokens_out": 0, "seconds": 0.0, "calls": 0, "dollars": 0.0})
+    for r in records:
+        for u in r["usage"]:
+            a = acc[u[key]]
+            a["tokens_in"] += u["tokens_in"]
+            a["tokens_out"] += u["tokens_out"]
+            a["seconds"] += u["seconds"]
+            a["calls"] += u["calls"]
+            a["dollars"] += price_of(u["model"], prices).dollars(u["tokens_in"], u["tokens_out"])
+    return dict(acc)
+
+
+def big_model(models: list[str], prices: dict) -> str | None:
+    """The model whose tokens cost most: the teacher whose spend distillation is meant to cut."""
+    if not models:
+        return None
+    return max(models, key=lambda m: (price_of(m, prices).out_per_1k, price_of(m, prices).in_per_1k))
+
+
+def summarize(records: list[dict], cfg: dict, prices: dict | None = None, big: str | None = None) -> dict:
+    """Means of each metric, usage by model and stage, dollars, and the big model's spend. Pure function of the
+    records, so reports can recompute it from run files."""
+    prices = prices or load_table()
+    n = len(records)
+    metric_names = sorted({k for r in records for k in r["metrics"]})
+    metrics = {m: sum(r["metrics"].get(m, 0.0) for r in records) / n if n else 0.0 for m in metric_names}
+    by_model = _usage_table(records, "model", prices)
+    by_stage = _usage_table(records, "stage", prices)
+    big = big or big_model(list(by_model), prices)
+    sources: dict[str, int] = defaultdict(int)
+    for r in records:
+        sources[r["answer_source"]] += 1
+    bm = by_model.get(big, {"tokens_in": 0, "tokens_out": 0, "dollars": 0.0})
+    return {
+        **{k: cfg.get(k) for k in ("task", "split", "mode", "decomposer", "solver", "run_dir")},
+        "n": n,
+        "primary": get_task(cfg["task"]).primary if cfg.get("task") else None,
+        "metrics": metrics,
+        "answer_source": dict(sources),
+        "truncated": sum(1 for r in records if r.get("truncated")),
+        "mean_subquestions": sum(len(r["subquestions"]) for r in records) / n if n else 0.0,
+        "by_model": by_model,
+        "by_stage": by_stage,
+        "tokens_in": sum(v["tokens_in"] for v in by_model.values()),
+        "tokens_out": sum(v["tokens_out"] for v in by_model.values()),
+        "dollars": sum(v["dollars"] for v in by_model.values()),
+        "model_seconds": sum(v["seconds"] for v in by_model.values()),
+        "wall_seconds": sum(r.get("wall_seconds", 0.0) for r in records),
+        "big_model": big,
+        "big_model_tokens": bm["tokens_in"] + bm["tokens_out"],
+        "big_model_dollars": bm["dollars"],
+    }

@@ -1,0 +1,87 @@
+"""Answer filters: pull the final answer out of a model's free text, and parse numbers strictly.
+
+Strict scoring reads the answer after a marker ("The answer is", "Final answer:", "####", \\boxed{}); without a marker
+the last number (math) or the last non-empty line (text) is used and the record says so (``answer_source``), so
+a report can tell a model that follows the format from one that merely mentions the right number.
+"""
+
+from __future__ import annotations
+
+import re
+from fractions import Fraction
+
+_MARKERS = [
+    r"the final answer is[:\s]*",
+    r"final answer[:\s]*",
+    r"the answer is[:\s]*",
+    r"answer[:]\s*",
+    r"####\s*",
+]
+_MARKER_RE = re.compile(r"(?:" + "|".join(_MARKERS) + r")(?P<ans>[^\n]*)", re.IGNORECASE)
+_BOXED_RE = re.compile(r"\\boxed\{(?P<ans>[^{}]*)\}")
+
+NUMBER_RE = re.compile(r"-?(?:\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?|\.\d+)(?:\s*/\s*\d+)?")
+
+
+def parse_number(text: str | None) -> float | None:
+    """The value of a number written as text: '1,234' -> 1234, '$12.50' -> 12.5, '3/4' -> 0.75, '50%' -> 50.
+
+    Returns None when the text holds no number. Only the first number in ``text`` counts.
+    """
+    if text is None:
+        return None
+    m = NUMBER_RE.search(text.replace("\u2212", "-"))
+    if not m:
+        return None
+    s = m.group(0).replace(",", "").replace(" ", "")
+    try:
+        return float(Fraction(s)) if "/" in s else float(s)
+    except (ValueError, ZeroDivisionError):
+        return None
+
+
+def all_numbers(text: str) -> list[float]:
+    out = []
+    for m in NUMBER_RE.finditer(text.replace("\u2212", "-")):
+        v = parse_number(m.group(0))
+        if v is not None:
+            out.append(v)
+    return out
+
+
+def _clean(ans: str) -> str:
+    ans = ans.strip().strip("*").strip()
+    ans = re.sub(r"^\$\\boxed\{(.*)\}\$$", r"\1", ans)
+    return ans.rstrip(".").strip()
+
+
+def extract_marked(text: str) -> str | None:
+    """Text after the last answer marker or inside the last \\boxed{}; None when the output has neither."""
+    if not text:
+        return None
+    boxed = list(_BOXED_RE.finditer(text))
+    marked = [m for m in _MARKER_RE.finditer(text) if m.group("ans").strip()]
+    best = max(boxed + marked, key=lambda m: m.start(), default=None)
+    return _clean(best.group("ans")) if best else None
+
+
+def extract_math(text: str) -> tuple[str | None, str]:
+    """(answer, source) for a numeric task. Source is 'marker', 'last_number' or 'none'."""
+    marked = extract_marked(text)
+    if marked is not None and parse_number(marked) is not None:
+        return marked, "marker"
+    nums = list(NUMBER_RE.finditer(text or ""))
+    if nums:
+        return nums[-1].group(0), "last_number"
+    return None, "none"
+
+
+def extract_text(text: str) -> tuple[str | None, str]:
+    """(answer, source) for span / open answers. Source is 'marker', 'last_line' or 'none'."""
+    marked = extract_marked(text)
+    if marked:
+        return marked, "marker"
+    lines = [ln.strip() for ln in (text or "").splitlines() if ln.strip()]
+    if lines:
+        return _clean(lines[-1]), "last_line"
+    return None, "none"
