@@ -17,7 +17,7 @@ _MARKERS = [
     r"answer[:]\s*",
     r"####\s*",
 ]
-_MARKER_RE = re.compile(r"(?:" + "|".join(_MARKERS) + r")(?P<ans>[^\n]*)", re.IGNORECASE)
+_MARKER_RE = re.compile("|".join(_MARKERS), re.IGNORECASE)
 _BOXED_RE = re.compile(r"\\boxed\{(?P<ans>[^{}]*)\}")
 
 NUMBER_RE = re.compile(r"-?(?:\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?|\.\d+)(?:\s*/\s*\d+)?")
@@ -56,13 +56,19 @@ def _clean(ans: str) -> str:
 
 
 def extract_marked(text: str) -> str | None:
-    """Text after the last answer marker or inside the last \\boxed{}; None when the output has neither."""
+    """The rest of the line after the last answer marker, or the last \\boxed{}; None when there is neither.
+    A sentence that follows the answer on the same line ('The answer is 5. Check: ...') is cut off."""
     if not text:
         return None
-    boxed = list(_BOXED_RE.finditer(text))
-    marked = [m for m in _MARKER_RE.finditer(text) if m.group("ans").strip()]
-    best = max(boxed + marked, key=lambda m: m.start(), default=None)
-    return _clean(best.group("ans")) if best else None
+    candidates: list[tuple[int, str]] = [(m.start(), m.group("ans")) for m in _BOXED_RE.finditer(text)]
+    for m in _MARKER_RE.finditer(text):
+        rest = text[m.end():].split("\n", 1)[0]
+        rest = re.split(r"(?<=[^\d\s.])\.\s|(?<=\d)\.\s(?=[A-Z])", rest, maxsplit=1)[0]
+        if rest.strip():
+            candidates.append((m.start(), rest))
+    if not candidates:
+        return None
+    return _clean(max(candidates)[1])
 
 
 def extract_math(text: str) -> tuple[str | None, str]:

