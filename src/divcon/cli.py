@@ -111,6 +111,7 @@ def eval_cmd(
     solver: str = typer.Option(TEACHER),
     max_subquestions: int = typer.Option(4),
     solve_tokens: int = typer.Option(512, help="Max new tokens of the solver's generation."),
+    decompose_tokens: int = typer.Option(192, help="Max new tokens of the decomposer's generation."),
     out: Optional[Path] = typer.Option(None, help="Run directory (default runs/<derived name>)."),
     batch_size: int = typer.Option(1, help="Examples per backend call batch (raise it for API servers)."),
     data_dir: Optional[Path] = typer.Option(None, help="Folder of the data sets (default ../shared/data)."),
@@ -121,7 +122,8 @@ def eval_cmd(
 
     _set_data_dir(data_dir)
     try:
-        pcfg = PipelineConfig(mode=mode, max_subquestions=max_subquestions, solve_tokens=solve_tokens)
+        pcfg = PipelineConfig(mode=mode, max_subquestions=max_subquestions, solve_tokens=solve_tokens,
+                              decompose_tokens=decompose_tokens)
         with progress_bar() as bar:
             bar_id = bar.add_task(f"{task} {mode}", total=None, status="")
             correct = {"n": 0, "sum": 0.0}
@@ -186,6 +188,17 @@ def calls(limit: int = typer.Option(10), model: Optional[str] = typer.Option(Non
     for row in db.execute(q + " ORDER BY id DESC LIMIT ?", (*args, limit)):
         t.add_row(row[1], str(row[2]), str(row[3]), f"{row[4]:.1f}", str(row[5]), json.dumps(row[6]))
     console.print(t)
+
+
+from divcon.experiments.cli import experiment, report  # noqa: E402  (registered below, on app)
+
+app.command("experiment")(experiment)
+app.command("report")(report)
+
+
+from divcon.distill.cli import app as distill_app  # noqa: E402  (a sub-app; imports nothing heavy)
+
+app.add_typer(distill_app, name="distill")
 
 
 def main() -> None:

@@ -12,7 +12,7 @@ def data_dir() -> Path:
     env = os.environ.get("DIVCON_DATA")
     if env:
         return Path(env)
-    candidates = [Path.cwd() / "../shared/data", Path(__file__).resolve().parents[3] / "../shared/data"]
+    candidates = [Path.cwd() / "../shared/data", Path(__file__).resolve().parents[2] / "../shared/data"]
     for c in candidates:
         if c.is_dir():
             return c.resolve()

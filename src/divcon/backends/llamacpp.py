@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 import time
 from functools import lru_cache
@@ -16,7 +17,21 @@ def _load(path: str, n_ctx: int, n_threads: int):
     """Loading a model takes seconds; pipelines that use one model as decomposer and solver share one instance."""
     from llama_cpp import Llama
 
-    return Llama(model_path=path, n_ctx=n_ctx, n_threads=n_threads, n_batch=512, verbose=False, seed=0)
+    llm = Llama(model_path=path, n_ctx=n_ctx, n_threads=n_threads, n_batch=512, verbose=False, seed=0)
+    _loaded.append(llm)
+    return llm
+
+
+_loaded: list = []
+
+
+@atexit.register
+def _close_all() -> None:
+    """Free models before interpreter teardown, where llama-cpp-python's own __del__ fails noisily."""
+    for llm in _loaded:
+        llm.close()
+    _loaded.clear()
+    _load.cache_clear()
 
 
 class LlamaCppBackend:

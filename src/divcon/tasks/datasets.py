@@ -19,7 +19,7 @@ class DataMissing(FileNotFoundError):
 
 
 def _file(*parts: str) -> Path:
-    p = data_dir().joinpath(*parts)
+    p = data_dir().joinpath(*parts).resolve()
     if not p.exists():
         raise DataMissing(f"data file not found: {p} (set DIVCON_DATA or --data-dir to the folder holding the sets)")
     return p
@@ -29,10 +29,14 @@ def _fmt(x: float) -> str:
     return str(int(x)) if float(x).is_integer() else str(x)
 
 
-@lru_cache(maxsize=None)
 def gsm8k(split: str) -> list[Example]:
+    return _gsm8k(_file("gsm8k", f"{split}.jsonl"), split)
+
+
+@lru_cache(maxsize=None)
+def _gsm8k(path: Path, split: str) -> list[Example]:
     out = []
-    with open(_file("gsm8k", f"{split}.jsonl"), encoding="utf-8") as f:
+    with open(path, encoding="utf-8") as f:
         for i, line in enumerate(f):
             d = json.loads(line)
             gold = d["answer"].split("####")[-1].strip().replace(",", "")
@@ -43,10 +47,14 @@ def gsm8k(split: str) -> list[Example]:
 _DROP_RE = re.compile(r"^Passage: (?P<p>.*)\nQuestion: (?P<q>.*)\nAnswer:\s*$", re.S)
 
 
-@lru_cache(maxsize=None)
 def drop_dev() -> list[Example]:
+    return _drop(_file("drop", "drop_v0_dev.jsonl.gz"))
+
+
+@lru_cache(maxsize=None)
+def _drop(path: Path) -> list[Example]:
     out = []
-    with gzip.open(_file("drop", "drop_v0_dev.jsonl.gz"), "rt", encoding="utf-8") as f:
+    with gzip.open(path, "rt", encoding="utf-8") as f:
         for i, line in enumerate(f):
             d = json.loads(line)
             m = _DROP_RE.match(d["context"])
@@ -73,30 +81,45 @@ def drop_split(part: str) -> list[Example]:
     return hash_part(drop_dev(), part, key=lambda e: e.context or "")
 
 
-@lru_cache(maxsize=None)
 def json_qa(*parts: str) -> list[Example]:
     """The {question, answer} JSON lists: Bamboogle, HotpotQA, 2Wiki, MuSiQue."""
-    name = parts[0]
-    data = json.loads(_file(*parts).read_text(encoding="utf-8"))
+    return _json_qa(_file(*parts), parts[0])
+
+
+@lru_cache(maxsize=None)
+def _json_qa(path: Path, name: str) -> list[Example]:
+    data = json.loads(path.read_text(encoding="utf-8"))
     return [Example(f"{name}-{i}", d["question"].strip(), [str(d["answer"]).strip()]) for i, d in enumerate(data)]
 
 
-@lru_cache(maxsize=None)
 def svamp() -> list[Example]:
-    data = json.loads(_file("svamp", "SVAMP.json").read_text(encoding="utf-8"))
+    return _svamp(_file("svamp", "SVAMP.json"))
+
+
+@lru_cache(maxsize=None)
+def _svamp(path: Path) -> list[Example]:
+    data = json.loads(path.read_text(encoding="utf-8"))
     return [Example(f"svamp-{d['ID']}", f"{d['Body'].strip()} {d['Question'].strip()}", [_fmt(d["Answer"])])
             for d in data]
 
 
-@lru_cache(maxsize=None)
 def multiarith() -> list[Example]:
-    data = json.loads(_file("multiarith", "MultiArith.json").read_text(encoding="utf-8"))
+    return _multiarith(_file("multiarith", "MultiArith.json"))
+
+
+@lru_cache(maxsize=None)
+def _multiarith(path: Path) -> list[Example]:
+    data = json.loads(path.read_text(encoding="utf-8"))
     return [Example(f"multiarith-{d['iIndex']}", d["sQuestion"].strip(), [_fmt(d["lSolutions"][0])]) for d in data]
 
 
-@lru_cache(maxsize=None)
 def asdiv() -> list[Example]:
-    root = ET.parse(_file("asdiv", "ASDiv.xml")).getroot()
+    return _asdiv(_file("asdiv", "ASDiv.xml"))
+
+
+@lru_cache(maxsize=None)
+def _asdiv(path: Path) -> list[Example]:
+    root = ET.parse(path).getroot()
     out = []
     for p in root.iter("Problem"):
         ans = p.findtext("Answer", "").split("(")[0].strip()

@@ -1,0 +1,116 @@
+"""``divcon experiment`` (run a YAML grid) and ``divcon report`` (tables, plot and notes from run dirs).
+
+Registered on the main app by :mod:`divcon.cli`; that module's console, progress bar and error helper are imported
+inside the commands because it imports this one while it is being built.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.table import Table
+
+from divcon.experiments.grid import (Cell, CellStatus, GridError, file_status, load_grid, read_grid_json, run_grid,
+                                    short_name)
+
+
+def _cells_table(cells: list[Cell], statuses: list[CellStatus], out: Path, only_task: str | None) -> Table:
+    t = Table("task", "label", "mode", "decomposer", "solver", "n", "done", "status",
+              title=f"grid dir {out} (runs in <task>/<label>/)")
+    for c, s in zip(cells, statuses):
+        status = s.status if only_task in (None, c.task) else f"{s.status} (not selected)"
+        t.add_row(c.task, c.label, c.mode, short_name(c.decomposer), short_name(c.solver), str(s.n), str(s.done),
+                  status + (f": {s.reason}" if s.reason else ""))
+    return t
+
+
+def experiment(
+    config: Path = typer.Argument(..., help="Grid config (YAML): tasks, model aliases, cells."),
+    out: Optional[Path] = typer.Option(None, help="Grid dir (default: the config's 'out', else "
+                                                  "runs/experiments/<config name>)."),
+    only_task: Optional[str] = typer.Option(None, help="Run only the cells of this task."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="List the cells, sizes and statuses; run nothing."),
+    data_dir: Optional[Path] = typer.Option(None, help="Folder of the data sets (default ../shared/data)."),
+) -> None:
+    """Run an experiment grid, task by task, into <out>/<task>/<label>/ with grid.json; re-run to resume."""
+    from divcon.cli import _fail, _set_data_dir, console, progress_bar
+    from divcon.tasks import get_task
+
+    _set_data_dir(data_dir)
+    if not config.exists():
+        _fail(f"config not found: {config}")
+    try:
+        grid = load_grid(config)
+    except (GridError, ValueError) as e:
+        _fail(str(e))
+    out = out or grid.out or Path("runs/experiments") / config.stem
+    if only_task is not None and only_task not in {c.task for c in grid.cells}:
+        _fail(f"no cell runs on task {only_task!r}; tasks: {', '.join(sorted({c.task for c in grid.cells}))}")
+    statuses = [file_status(c, out) for c in grid.cells]
+    if dry_run:
+        console.print(_cells_table(grid.cells, statuses, out, only_task))
+        return
+    selected = [s for c, s in zip(grid.cells, statuses)
+                if s.status not in ("skipped", "failed") and only_task in (None, c.task)]
+    running = {"n": 0, "sum": 0.0}
+
+    with progress_bar() as bar:
+        bar_id = bar.add_task(f"grid {config.stem}", total=sum(s.n for s in selected), status="")
+
+        def on_cell_start(cell: Cell) -> None:
+            running.update(n=0, sum=0.0)
+            bar.update(bar_id, status=f"{cell.task} {cell.label}")
+
+        def on_progress(cell: Cell, k: int, total: int, rec: dict | None) -> None:
+            bar.update(bar_id, advance=k)
+            if rec:
+                primary = get_task(cell.task).primary
+                running["n"] += 1
+                running["sum"] += rec["metrics"].get(primary, 0.0)
+                bar.update(bar_id, status=f"{cell.task} {cell.label}: {primary} {running['sum'] / running['n']:.3f}")
+
+        statuses = run_grid(grid, out, statuses, config_path=config, only_task=only_task,
+                            on_progress=on_progress, on_cell_start=on_cell_start)
+    console.print(_cells_table(grid.cells, statuses, out, only_task))
+    console.print(f"grid dir: {out}  (report: divcon report {out} --out {out / 'report'})")
+    if any(s.status == "failed" for c, s in zip(grid.cells, statuses) if only_task in (None, c.task)):
+        raise typer.Exit(1)
+
+
+def expand_run_dirs(paths: list[Path]) -> tuple[list[Path], str | None]:
+    """Run dirs from arguments, and the first grid's title: a dir with config.json is a run dir; a dir with
+    grid.json stands for its cells' run dirs (those started, in grid order)."""
+    dirs: list[Path] = []
+    titles: list[str] = []
+    for p in paths:
+        if (p / "config.json").exists():
+            dirs.append(p)
+        elif (p / "grid.json").exists():
+            grid = read_grid_json(p)
+            titles += [grid["title"]] if grid.get("title") else []
+            dirs += [Path(e["run_dir"]) for e in grid["cells"] if (Path(e["run_dir"]) / "config.json").exists()]
+        else:
+            raise ValueError(f"{p} is neither a run dir (config.json) nor a grid dir (grid.json)")
+    return dirs, (titles[0] if titles else None)
+
+
+def report(
+    paths: list[Path] = typer.Argument(..., help="Run dirs and/or grid dirs."),
+    out: Path = typer.Option(..., help="Folder for report.md, report.html, quality_vs_cost.png, report.json."),
+    title: Optional[str] = typer.Option(None, help="Report title (default: the first grid's title)."),
+) -> None:
+    """Build a report (tables with 95% CIs, tokens, $; quality-vs-cost plot) from run files alone."""
+    from divcon.cli import _fail, console
+    from divcon.experiments.report import build_report
+
+    try:
+        dirs, grid_title = expand_run_dirs(paths)
+        if not dirs:
+            _fail("no run dir with a config.json among the arguments")
+        build_report(dirs, out, title or grid_title or "divcon report")
+    except ValueError as e:
+        _fail(str(e))
+    console.print(f"report: {out / 'report.md'}, {out / 'report.html'}, {out / 'quality_vs_cost.png'}, "
+                  f"{out / 'report.json'}")

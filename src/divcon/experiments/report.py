@@ -1,0 +1,298 @@
+"""Reports from run files: a table per task with bootstrap CIs, tokens and dollars, a quality-vs-cost plot with the
+Pareto front, a static-vs-dynamic token comparison, and notes on data splits and scoring.
+
+Only ``config.json`` and ``records.jsonl`` are read and every number is recomputed with
+:func:`divcon.evaluate.summarize`, so a report can never disagree with the records (a stale ``summary.json`` from an
+interrupted run is ignored), and price-table changes show up on the next report without re-running anything.
+Output: ``report.md``, ``report.html`` (self-contained: inline CSS, the plot as base64), ``quality_vs_cost.png`` and
+``report.json`` (the numbers behind all of it).
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from divcon.evaluate import big_model, summarize
+from divcon.experiments.grid import derived_label, read_grid_json, short_name
+from divcon.experiments.stats import bootstrap_ci, pareto_front
+from divcon.runs import read_records, write_json
+
+Block = tuple  # ("h1"|"h2"|"h3"|"p", text) | ("table", headers, rows) | ("img", filename)
+
+SPLIT_NOTES = {
+    "drop": "the `eval` part of a passage-hashed split of DROP dev (sha256 of the passage); decomposers are distilled "
+            "on the `distill` part; no passage is in both",
+    "bamboogle": "the `eval` part of a question-hashed split (sha256 of the question); decomposers are distilled on "
+                 "the `distill` part; no question is in both",
+    "gsm8k": "the official test split; decomposers are distilled on the train split",
+}
+
+
+@dataclass
+class Run:
+    run_dir: Path
+    config: dict
+    records: list[dict]
+    label: str
+
+
+def grid_labels(run_dir: Path) -> dict[Path, str]:
+    """Cell labels from a ``grid.json`` next to the run dir (the grid dir is the run dir's grandparent)."""
+    out: dict[Path, str] = {}
+    for d in (run_dir.parent.parent, run_dir.parent):
+        if (d / "grid.json").exists():
+            out.update({Path(e["run_dir"]): e["label"] for e in read_grid_json(d)["cells"]})
+    return out
+
+
+def load_run(run_dir: Path) -> Run:
+    run_dir = run_dir.resolve()
+    cfg = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
+    label = grid_labels(run_dir).get(run_dir) or derived_label(cfg)
+    return Run(run_dir, cfg, read_records(run_dir), label)
+
+
+def _fmt_money(x: float) -> str:
+    return f"{x:.3g}"
+
+
+def _row(run: Run, summary: dict, big: str | None) -> dict[str, Any]:
+    primary = summary["primary"]
+    values = [r["metrics"].get(primary, 0.0) for r in run.records]
+    lo, hi = bootstrap_ci(values)
+    n = summary["n"]
+    others = {m: u for m, u in summary["by_model"].items() if m != big}
+    bm = summary["by_model"].get(big, {"tokens_in": 0, "tokens_out": 0, "dollars": 0.0, "seconds": 0.0})
+    return {
+        "label": run.label, "run_dir": str(run.run_dir), "task": summary["task"], "split": summary["split"],
+        "mode": summary["mode"], "decomposer": summary["decomposer"], "solver": summary["solver"], "n": n,
+        "primary": primary, "metric": summary["metrics"].get(primary, 0.0), "ci95": [lo, hi],
+        "extra_metrics": {k: v for k, v in summary["metrics"].items() if k != primary},
+        "by_model": summary["by_model"], "by_stage": summary["by_stage"],
+        "big_tokens_in": bm["tokens_in"], "big_tokens_out": bm["tokens_out"],
+        "other_tokens_in": sum(u["tokens_in"] for u in others.values()),
+        "other_tokens_out": sum(u["tokens_out"] for u in others.values()),
+        "tokens_per_question": (summary["tokens_in"] + summary["tokens_out"]) / n,
+        "big_tokens_per_question": (bm["tokens_in"] + bm["tokens_out"]) / n,
+        "big_dollars": summary["big_model_dollars"], "big_dollars_per_question": summary["big_model_dollars"] / n,
+        "dollars": summary["dollars"], "model_seconds": summary["model_seconds"],
+        "seconds_per_question": summary["wall_seconds"] / n, "answer_source": summary["answer_source"],
+        "mean_subquestions": summary["mean_subquestions"], "truncated": summary["truncated"],
+    }
+
+
+def _static_vs_dynamic(rows: list[dict]) -> list[dict]:
+    """Two-stage and dynamic rows with the same decomposer and solver, paired: per-question tokens and the ratio
+    dynamic/static (the paper's point that interleaving costs more tokens)."""
+    pairs = []
+    for s in (r for r in rows if r["mode"] == "two-stage"):
+        for d in (r for r in rows if r["mode"] == "dynamic"):
+            if (s["decomposer"], s["solver"]) == (d["decomposer"], d["solver"]):
+                def ratio(key: str) -> float | None:
+                    return d[key] / s[key] if s[key] else None
+
+                pairs.append({
+                    "decomposer": s["decomposer"], "solver": s["solver"], "static_label": s["label"],
+                    "dynamic_label": d["label"], "static_metric": s["metric"], "dynamic_metric": d["metric"],
+                    "static_tokens_per_question": s["tokens_per_question"],
+                    "dynamic_tokens_per_question": d["tokens_per_question"],
+                    "tokens_ratio": ratio("tokens_per_question"),
+                    "static_big_tokens_per_question": s["big_tokens_per_question"],
+                    "dynamic_big_tokens_per_question": d["big_tokens_per_question"],
+                    "big_tokens_ratio": ratio("big_tokens_per_question"),
+                })
+    return pairs
+
+
+def _plot(tasks: list[dict], big: str | None, path: Path) -> None:
+    """One panel per task: big-model $ per question against the primary metric, 95% CI bars, Pareto front as a
+    line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    peak = max((r["big_dollars_per_question"] for t in tasks for r in t["rows"]), default=0.0)
+    exp = math.floor(math.log10(peak)) if peak > 0 else 0  # local-model dollars are ~1e-6: one readable scale
+    ncols = min(3, len(tasks))
+    nrows = -(-len(tasks) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(5.2 * ncols, 4.2 * nrows), squeeze=False)
+    for ax, t in zip(axes.flat, tasks):
+        rows = t["rows"]
+        xs = [r["big_dollars_per_question"] / 10**exp for r in rows]
+        ys = [r["metric"] for r in rows]
+        err = [[y - r["ci95"][0] for y, r in zip(ys, rows)], [r["ci95"][1] - y for y, r in zip(ys, rows)]]
+        ax.errorbar(xs, ys, yerr=err, fmt="none", ecolor="0.75", elinewidth=1, capsize=2)
+        front = set(t["pareto"])
+        for i, (x, y, r) in enumerate(zip(xs, ys, rows)):
+            ax.scatter([x], [y], marker="o" if i in front else "s", s=40, zorder=3,
+                       color="tab:red" if i in front else "tab:blue")
+            ax.annotate(r["label"], (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
+        ax.plot([xs[i] for i in t["pareto"]], [ys[i] for i in t["pareto"]], color="tab:red", lw=1.2, zorder=2,
+                label="Pareto front")
+        ax.set_title(f"{t['task']} ({t['split']})")
+        ax.set_xlabel("big-model $ per question" + (f" (x1e{exp})" if exp else "") + f", {short_name(big)}")
+        ax.set_ylabel(t["primary"])
+        span = max(xs) or 1.0
+        ax.set_xlim(-0.05 * span, 1.35 * span)  # room on the right for the labels of the costliest points
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="lower right")
+    for ax in list(axes.flat)[len(tasks):]:
+        ax.set_visible(False)
+    fig.tight_layout()
+    fig.savefig(path, dpi=130)
+    plt.close(fig)
+
+
+def _task_blocks(t: dict, big: str | None) -> list[Block]:
+    p = t["primary"]
+    blocks: list[Block] = [("h2", f"{t['task']} (split {t['split']})")]
+    rows = []
+    for r in t["rows"]:
+        extra = ", ".join(f"{k} {v:.3f}" for k, v in r["extra_metrics"].items()) or "-"
+        rows.append([r["label"], r["mode"], short_name(r["decomposer"]), short_name(r["solver"]), str(r["n"]),
+                     f"{r['metric']:.3f} [{r['ci95'][0]:.3f}, {r['ci95'][1]:.3f}]", extra,
+                     f"{r['big_tokens_in']}/{r['big_tokens_out']}", f"{r['other_tokens_in']}/{r['other_tokens_out']}",
+                     _fmt_money(r["big_dollars"]), _fmt_money(r["dollars"]), f"{r['model_seconds']:.1f}",
+                     f"{r['seconds_per_question']:.2f}"])
+    blocks.append(("table", ["label", "mode", "decomposer", "solver", "n", f"{p} [95% CI]", "extra (not primary)",
+                             f"big-model tokens in/out ({short_name(big)})", "other models tokens in/out",
+                             "big-model $", "total $", "model s", "s/question"], rows))
+    if t["pareto"]:
+        blocks.append(("p", "Pareto front (big-model $ per question vs " + p + "): "
+                       + ", ".join(t["rows"][i]["label"] for i in t["pareto"]) + "."))
+    blocks.append(("h3", "Tokens by model"))
+    blocks.append(("table", ["label", "model", "tokens in", "tokens out", "calls", "model s", "$"],
+                   [[r["label"], m, str(u["tokens_in"]), str(u["tokens_out"]), str(u["calls"]), f"{u['seconds']:.1f}",
+                     _fmt_money(u["dollars"])] for r in t["rows"] for m, u in r["by_model"].items()]))
+    if t["static_vs_dynamic"]:
+        blocks.append(("h3", "Static (two-stage) vs dynamic"))
+        blocks.append(("table", ["decomposer", "solver", f"static {p}", f"dynamic {p}", "static tokens/q",
+                                 "dynamic tokens/q", "ratio dynamic/static", "big-model ratio"],
+                       [[short_name(s["decomposer"]), short_name(s["solver"]), f"{s['static_metric']:.3f}",
+                         f"{s['dynamic_metric']:.3f}", f"{s['static_tokens_per_question']:.0f}",
+                         f"{s['dynamic_tokens_per_question']:.0f}",
+                         f"{s['tokens_ratio']:.2f}" if s["tokens_ratio"] is not None else "-",
+                         f"{s['big_tokens_ratio']:.2f}" if s["big_tokens_ratio"] is not None else "-"]
+                        for s in t["static_vs_dynamic"]]))
+    return blocks
+
+
+def _notes(tasks: list[dict], big: str | None, empty: list[str]) -> list[Block]:
+    splits = []
+    for t in tasks:
+        note = SPLIT_NOTES.get(t["task"]) if t["split"] in ("eval", "test") else None
+        if note is None and t["split"] in ("eval", "distill"):
+            note = f"the `{t['split']}` part of a question-hashed split (sha256 of the question)"
+        splits.append([t["task"], t["split"], str(max(r["n"] for r in t["rows"])), note or f"split `{t['split']}`"])
+    blocks: list[Block] = [
+        ("h2", "Data splits"),
+        ("p", "DROP is evaluated on the `eval` part of a passage-hashed split of its dev set (sha256 of the passage) "
+              "and decomposers are distilled on the `distill` part; the parts never overlap, so no passage is on "
+              "both sides. Bamboogle likewise, split by question hash. GSM8K is evaluated on test and distilled on "
+              "train (see `divcon.tasks.datasets.hash_part`)."),
+        ("table", ["task", "split", "n (largest run)", "what it is"], splits),
+        ("h2", "Scoring"),
+        ("p", "Strict extraction: the answer is read after the final-answer marker (\"The answer is ...\", "
+              "\"Final answer:\", ####, \\boxed{}); numeric tasks fall back to the last number in the output. The "
+              "primary metric scores only that extracted answer; its interval is a seeded percentile bootstrap "
+              "(2000 resamples) over questions. The lenient figure (the gold appears anywhere in the output, the "
+              "paper's lenient scoring) is an extra column and never the primary number."),
+        ("h2", "Cost"),
+        ("p", f"The big model is the most expensive model across this report ({big or 'none'}). Local models are "
+              "priced as in the paper, reference $ x parameters / reference parameters (`resources/prices.json`, "
+              "override with $DIVCON_PRICES). Calls answered from the shared call cache count the tokens and "
+              "seconds of their original computation, so a stage shared by two cells costs each what it would "
+              "have cost alone; s/question is wall time and shrinks on cached re-runs."),
+    ]
+    if empty:
+        blocks.append(("p", "Run dirs with no records yet, left out: " + ", ".join(empty) + "."))
+    return blocks
+
+
+def _md_row(cells: list[str]) -> str:
+    return "| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |"
+
+
+def _md(blocks: list[Block]) -> str:
+    out = []
+    for b in blocks:
+        if b[0] in ("h1", "h2", "h3"):
+            out.append("#" * int(b[0][1]) + " " + b[1])
+        elif b[0] == "p":
+            out.append(b[1])
+        elif b[0] == "img":
+            out.append(f"![quality vs cost]({b[1]})")
+        else:
+            out.append("\n".join([_md_row(b[1]), "|" + "---|" * len(b[1])] + [_md_row(r) for r in b[2]]))
+    return "\n\n".join(out) + "\n"
+
+
+CSS = """body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}
+table{border-collapse:collapse;margin:1em 0;font-size:0.85em}th,td{border:1px solid #ccc;padding:3px 7px;text-align:left}
+th{background:#f2f2f2}tr:nth-child(even) td{background:#fafafa}img{max-width:100%}code{background:#f4f4f4}"""
+
+
+def _html(blocks: list[Block], title: str, out_dir: Path) -> str:
+    body = []
+    for b in blocks:
+        if b[0] in ("h1", "h2", "h3", "p"):
+            body.append(f"<{b[0]}>{html.escape(b[1])}</{b[0]}>")
+        elif b[0] == "img":
+            data = base64.b64encode((out_dir / b[1]).read_bytes()).decode("ascii")
+            body.append(f'<img alt="quality vs cost" src="data:image/png;base64,{data}">')
+        else:
+            head = "".join(f"<th>{html.escape(h)}</th>" for h in b[1])
+            rows = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in r) + "</tr>" for r in b[2])
+            body.append(f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>")
+    return (f"<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>"
+            f"<style>{CSS}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")
+
+
+def build_report(run_dirs: list[Path], out_dir: Path, title: str = "divcon report") -> dict[str, Any]:
+    """Write the report files for ``run_dirs`` into ``out_dir`` and return the numbers (also in report.json).
+
+    Rows keep the order of ``run_dirs`` (grid order); tasks appear in order of first appearance.
+    """
+    from divcon.cost import load_table
+
+    seen: set[Path] = set()
+    runs = []
+    for d in run_dirs:
+        if d.resolve() not in seen:
+            seen.add(d.resolve())
+            runs.append(load_run(d))
+    empty = [str(r.run_dir) for r in runs if not r.records]
+    runs = [r for r in runs if r.records]
+    if not runs:
+        raise ValueError("none of the run dirs holds any record yet")
+    prices = load_table()
+    big = big_model(sorted({u["model"] for r in runs for rec in r.records for u in rec["usage"]}), prices)
+
+    by_task: dict[tuple[str, str], list[dict]] = {}
+    for run in runs:
+        summary = summarize(run.records, {**run.config, "run_dir": str(run.run_dir)}, prices, big)
+        by_task.setdefault((summary["task"], summary["split"]), []).append(_row(run, summary, big))
+    tasks = []
+    for (task, split), rows in by_task.items():
+        tasks.append({"task": task, "split": split, "primary": rows[0]["primary"], "rows": rows,
+                      "pareto": pareto_front([(r["big_dollars_per_question"], r["metric"]) for r in rows]),
+                      "static_vs_dynamic": _static_vs_dynamic(rows)})
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _plot(tasks, big, out_dir / "quality_vs_cost.png")
+    blocks: list[Block] = [("h1", title), ("img", "quality_vs_cost.png")]
+    for t in tasks:
+        blocks += _task_blocks(t, big)
+    blocks += _notes(tasks, big, empty)
+    (out_dir / "report.md").write_text(_md(blocks), encoding="utf-8")
+    (out_dir / "report.html").write_text(_html(blocks, title, out_dir), encoding="utf-8")
+    data = {"title": title, "big_model": big, "tasks": tasks, "empty_runs": empty}
+    write_json(out_dir / "report.json", data)
+    return data

@@ -1,0 +1,248 @@
+"""Experiment grids, reports and their statistics, with a fake backend: no model is loaded."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from divcon.backends import ChatRequest, Generation, ModelSpec, default_log, register_backend
+from divcon.cost import load_table, price_of
+from divcon.experiments.grid import GridError, file_status, parse_grid, read_grid_json, run_grid
+from divcon.experiments.report import build_report
+from divcon.experiments.stats import bootstrap_ci, pareto_front
+
+BIG = "gridfake:big,params_b=1.5"
+SMALL = "gridfake:small,params_b=0.135"
+
+CALLS: list[tuple[str, str]] = []  # (model spec, "decompose" | "solve"): every call that reached the fake model
+
+
+class FakeBackend:
+    """Canned answers: subquestions to decomposer prompts, a solution ending in 18 to solver prompts."""
+
+    def __init__(self, spec: ModelSpec):
+        self.spec = str(spec)
+
+    def generate(self, requests: list[ChatRequest]) -> list[Generation]:
+        out = []
+        for r in requests:
+            decompose = "subquestions" in r.messages[0][1]
+            CALLS.append((self.spec, "decompose" if decompose else "solve"))
+            text = "1. What is x?\n2. What is y?" if decompose else "x is 9, y is 9. The answer is 18."
+            tokens_in = sum(len(c.split()) for _, c in r.messages)
+            out.append(Generation(text, tokens_in, len(text.split()), 0.01, self.spec))
+        return out
+
+
+
+@pytest.fixture()
+def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Isolated call log, cache, prices and a three-question GSM8K test split; the working dir is tmp_path. The
+    backend kind is this module's own, so other tests registering their 'fake' cannot swap it out."""
+    register_backend("gridfake", FakeBackend)
+    monkeypatch.setenv("DIVCON_DB", str(tmp_path / "calls.sqlite"))
+    monkeypatch.setenv("DIVCON_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("DIVCON_PRICES", raising=False)
+    data = tmp_path / "data"
+    (data / "gsm8k").mkdir(parents=True)
+    rows = [("A has 9 and B has 9. Total?", "18"), ("9 plus 9?", "18"), ("2 plus 3?", "5")]
+    (data / "gsm8k" / "test.jsonl").write_text(
+        "".join(json.dumps({"question": q, "answer": f"work\n#### {a}"}) + "\n" for q, a in rows))
+    monkeypatch.setenv("DIVCON_DATA", str(data))
+    monkeypatch.chdir(tmp_path)
+    CALLS.clear()
+    yield tmp_path
+
+
+GRID_YAML = f"""
+title: Fake grid
+limit: 3
+models: {{T: "{BIG}", S: "{SMALL}"}}
+tasks: [gsm8k]
+cells:
+  - {{label: T/T, mode: two-stage, decomposer: T, solver: T}}
+  - {{label: T/S, mode: two-stage, decomposer: T, solver: S}}
+"""
+
+
+def test_grid_expansion() -> None:
+    grid = parse_grid(yaml.safe_load("""
+limit: 30
+split: null
+pipeline: {max_subquestions: 3}
+models: {T: "llamacpp:qwen2.5-1.5b", S: "llamacpp:smollm2-135m", SDR: "hf:runs/distill/sdr/adapter"}
+tasks: [gsm8k, {drop: {limit: 20}}, {bamboogle: {split: eval, shuffle_seed: 7}}]
+cells:
+  - {label: T (single), mode: cot, solver: T}
+  - {label: S/T, mode: two-stage, decomposer: S, solver: T}
+  - {label: SD-R/T, decomposer: SDR, solver: T, tasks: [gsm8k], requires: runs/distill/sdr/adapter}
+  - {mode: dynamic, solver: T}
+"""))
+    got = [(c.task, c.split, c.limit, c.shuffle_seed, c.mode, c.decomposer, c.solver, c.label, c.slug)
+           for c in grid.cells]
+    T, S = "llamacpp:qwen2.5-1.5b", "llamacpp:smollm2-135m"
+    assert got == [
+        ("gsm8k", None, 30, None, "cot", None, T, "T (single)", "T-single"),
+        ("gsm8k", None, 30, None, "two-stage", S, T, "S/T", "S-T"),
+        ("gsm8k", None, 30, None, "two-stage", "hf:runs/distill/sdr/adapter", T, "SD-R/T", "SD-R-T"),
+        ("gsm8k", None, 30, None, "dynamic", T, T, "qwen2.5-1.5b/qwen2.5-1.5b (dynamic)",
+         "qwen2.5-1.5b-qwen2.5-1.5b-dynamic"),
+        ("drop", None, 20, None, "cot", None, T, "T (single)", "T-single"),
+        ("drop", None, 20, None, "two-stage", S, T, "S/T", "S-T"),
+        ("drop", None, 20, None, "dynamic", T, T, "qwen2.5-1.5b/qwen2.5-1.5b (dynamic)",
+         "qwen2.5-1.5b-qwen2.5-1.5b-dynamic"),
+        ("bamboogle", "eval", 30, 7, "cot", None, T, "T (single)", "T-single"),
+        ("bamboogle", "eval", 30, 7, "two-stage", S, T, "S/T", "S-T"),
+        ("bamboogle", "eval", 30, 7, "dynamic", T, T, "qwen2.5-1.5b/qwen2.5-1.5b (dynamic)",
+         "qwen2.5-1.5b-qwen2.5-1.5b-dynamic"),
+    ]
+    assert grid.cells[2].requires == ("runs/distill/sdr/adapter",)
+    assert all(c.pipeline_config().max_subquestions == 3 for c in grid.cells)
+
+
+@pytest.mark.parametrize("bad", [
+    "tasks: [gsm8k]\ncells: [{label: x, mode: nope, solver: T}]",
+    "tasks: [gsm8k]\ncells: [{label: x, mode: cot, solver: T, decomposer: T}]",
+    "tasks: [gsm8k]\ncells: [{label: x, solver: T, typo: 1}]",
+    "tasks: [gsm8k]\ncells: [{label: a/b, solver: T}, {label: a b, solver: S}]",
+    "tasks: [gsm8k]\ncells: []",
+])
+def test_grid_rejects_malformed(bad: str) -> None:
+    with pytest.raises(GridError):
+        parse_grid(yaml.safe_load(bad))
+
+
+def test_shared_decomposer_stage_computed_once(env: Path) -> None:
+    grid = parse_grid(yaml.safe_load(GRID_YAML))
+    out = env / "grid"
+    statuses = run_grid(grid, out, [file_status(c, out) for c in grid.cells])
+    assert [s.status for s in statuses] == ["done", "done"]
+    # the fake model saw each decomposer prompt once, although both cells decompose every question with T
+    assert CALLS.count((BIG, "decompose")) == 3
+    assert CALLS.count((BIG, "solve")) == 3 and CALLS.count((SMALL, "solve")) == 3
+    db = default_log().db
+    assert db.execute("SELECT COUNT(*) FROM calls WHERE model=?", (BIG,)).fetchone()[0] == 6
+    assert db.execute("SELECT SUM(hits) FROM calls WHERE model=?", (BIG,)).fetchone()[0] == 3
+    # the T/S cell still accounts for the decomposer's tokens, replayed from the cache
+    records = [json.loads(line) for line in (out / "gsm8k" / "T-S" / "records.jsonl").read_text().splitlines()]
+    stages = {(u["stage"], u["model"], u["cached"]) for r in records for u in r["usage"]}
+    assert stages == {("decompose", BIG, True), ("solve", SMALL, False)}
+    cells = read_grid_json(out)["cells"]
+    assert [(c["label"], c["status"], c["n"], c["done"]) for c in cells] == [("T/T", "done", 3, 3),
+                                                                           ("T/S", "done", 3, 3)]
+    # a re-run resumes: nothing left to compute
+    CALLS.clear()
+    run_grid(grid, out, [file_status(c, out) for c in grid.cells])
+    assert CALLS == []
+
+
+def test_cli_experiment_and_report(env: Path) -> None:
+    from divcon.cli import app
+
+    cfg = env / "grid.yaml"
+    cfg.write_text(GRID_YAML + "  - {label: SD/T, decomposer: T, solver: T, requires: runs/distill/none/adapter}\n")
+    runner = CliRunner()
+    res = runner.invoke(app, ["experiment", str(cfg), "--out", "g", "--dry-run"])
+    assert res.exit_code == 0 and "pending" in res.output and not (env / "g").exists()
+    res = runner.invoke(app, ["experiment", str(cfg), "--out", "g", "--only-task", "drop"])
+    assert res.exit_code == 2 and "no cell runs on task 'drop'" in res.output
+    res = runner.invoke(app, ["experiment", str(cfg), "--out", "g"])
+    assert res.exit_code == 0, res.output
+    statuses = {c["label"]: (c["status"], c["reason"]) for c in read_grid_json(env / "g")["cells"]}
+    assert statuses["SD/T"] == ("skipped", "missing runs/distill/none/adapter")
+    assert not (env / "g" / "gsm8k" / "SD-T").exists()
+    res = runner.invoke(app, ["report", "g", "--out", "rep"])
+    assert res.exit_code == 0, res.output
+    data = json.loads((env / "rep" / "report.json").read_text())
+    assert data["title"] == "Fake grid"  # from the config, through grid.json
+    rows = data["tasks"][0]["rows"]
+    assert [r["label"] for r in rows] == ["T/T", "T/S"]  # labels from grid.json, in grid order
+    assert [r["metric"] for r in rows] == pytest.approx([2 / 3, 2 / 3])
+    assert rows[1]["big_tokens_in"] == rows[0]["by_model"][BIG]["tokens_in"] - rows[0]["by_stage"]["solve"]["tokens_in"]
+    html = (env / "rep" / "report.html").read_text()
+    assert "data:image/png;base64," in html and "<style>" in html
+    assert (env / "rep" / "quality_vs_cost.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def _fixture_run(run_dir: Path) -> None:
+    """A run written by hand: 4 GSM8K questions, em 1,0,1,1; decomposer smollm2, solver qwen2.5-1.5b."""
+    run_dir.mkdir(parents=True)
+    cfg = {"task": "gsm8k", "split": "test", "limit": 4, "offset": 0, "shuffle_seed": None, "mode": "two-stage",
+           "decomposer": "llamacpp:smollm2-135m", "solver": "llamacpp:qwen2.5-1.5b", "pipeline": {}}
+    (run_dir / "config.json").write_text(json.dumps(cfg))
+    lines = []
+    for i, em in enumerate([1.0, 0.0, 1.0, 1.0]):
+        lines.append(json.dumps({
+            "id": f"q{i}", "question": "?", "golds": ["1"], "mode": "two-stage", "subquestions": ["a?", "b?"],
+            "outputs": {}, "final_output": "", "truncated": False, "answer": "1", "answer_source": "marker",
+            "metrics": {"em": em, "lenient": 1.0}, "wall_seconds": 2.0,
+            "usage": [
+                {"stage": "decompose", "model": "llamacpp:smollm2-135m", "tokens_in": 100, "tokens_out": 20,
+                 "seconds": 0.5, "calls": 1, "cached": False},
+                {"stage": "solve", "model": "llamacpp:qwen2.5-1.5b", "tokens_in": 200 + i, "tokens_out": 50,
+                 "seconds": 1.5, "calls": 1, "cached": False},
+            ],
+        }))
+    (run_dir / "records.jsonl").write_text("\n".join(lines) + "\n")
+
+
+def test_report_numbers_match_hand_computation(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("DIVCON_PRICES", raising=False)
+    run = tmp_path / "run"
+    _fixture_run(run)
+    data = build_report([run], tmp_path / "rep", "Fixture")
+    row = data["tasks"][0]["rows"][0]
+    ref = load_table()["reference"]
+    per_k_in, per_k_out = ref["in_per_1k"] / ref["params_b"], ref["out_per_1k"] / ref["params_b"]
+    big_in, big_out = 200 + 201 + 202 + 203, 4 * 50
+    big_dollars = (big_in / 1000 * per_k_in + big_out / 1000 * per_k_out) * 1.5
+    small_dollars = (400 / 1000 * per_k_in + 80 / 1000 * per_k_out) * 0.135
+    assert data["big_model"] == "llamacpp:qwen2.5-1.5b"
+    assert row["label"] == "smollm2-135m/qwen2.5-1.5b"
+    assert row["n"] == 4 and row["metric"] == pytest.approx(0.75)
+    assert row["extra_metrics"] == {"lenient": 1.0}
+    assert (row["big_tokens_in"], row["big_tokens_out"]) == (big_in, big_out)
+    assert (row["other_tokens_in"], row["other_tokens_out"]) == (400, 80)
+    assert row["big_dollars"] == pytest.approx(big_dollars)
+    assert row["dollars"] == pytest.approx(big_dollars + small_dollars)
+    assert price_of("llamacpp:qwen2.5-1.5b").dollars(big_in, big_out) == pytest.approx(big_dollars)
+    assert row["model_seconds"] == pytest.approx(8.0) and row["seconds_per_question"] == pytest.approx(2.0)
+    lo, hi = row["ci95"]
+    assert lo <= 0.75 <= hi
+    md = (tmp_path / "rep" / "report.md").read_text()
+    assert "0.750 [" in md and "Data splits" in md and "passage-hashed" in md and "extra (not primary)" in md
+
+
+def test_static_vs_dynamic_pairs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("DIVCON_PRICES", raising=False)
+    static, dynamic = tmp_path / "static", tmp_path / "dynamic"
+    _fixture_run(static)
+    _fixture_run(dynamic)
+    cfg = json.loads((dynamic / "config.json").read_text())
+    (dynamic / "config.json").write_text(json.dumps({**cfg, "mode": "dynamic"}))
+    recs = [json.loads(x) for x in (dynamic / "records.jsonl").read_text().splitlines()]
+    for r in recs:
+        for u in r["usage"]:
+            u["tokens_in"] *= 2
+            u["tokens_out"] *= 2
+    (dynamic / "records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+    pairs = build_report([static, dynamic], tmp_path / "rep", "SvD")["tasks"][0]["static_vs_dynamic"]
+    assert len(pairs) == 1 and pairs[0]["tokens_ratio"] == pytest.approx(2.0)
+
+
+def test_bootstrap_ci() -> None:
+    assert bootstrap_ci([1.0] * 30) == (1.0, 1.0)
+    lo, hi = bootstrap_ci([0.0, 1.0] * 50)
+    assert lo < 0.5 < hi and 0.35 <= lo and hi <= 0.65
+    assert bootstrap_ci([0.0, 1.0] * 50, seed=3) == bootstrap_ci([0.0, 1.0] * 50, seed=3)
+
+
+def test_pareto_front() -> None:
+    pts = [(1.0, 0.5), (2.0, 0.4), (2.0, 0.7), (3.0, 0.7), (0.5, 0.2), (4.0, 0.9)]
+    # (2, .4) is beaten by (1, .5); (3, .7) by (2, .7)
+    assert pareto_front(pts) == [4, 0, 2, 5]
+    assert pareto_front([(1.0, 1.0), (1.0, 1.0)]) == [0, 1]
