@@ -7,10 +7,14 @@ import importlib.metadata as md
 
 import pytest
 
+from divcon.paths import data_dir
+
 
 @pytest.fixture(autouse=True)
 def isolated_call_log(tmp_path, monkeypatch):
     monkeypatch.setenv("DIVCON_DB", str(tmp_path / "calls.sqlite"))
+    # `--data-dir` sets DIVCON_DATA for the process; restore it after each test so a CLI test cannot leak it
+    monkeypatch.setenv("DIVCON_DATA", str(data_dir()))
     yield tmp_path / "calls.sqlite"
 
 

@@ -50,6 +50,8 @@ def solve(
     family: str = typer.Option("", help="Prompt family: math | reading | openqa (default: reading with context, "
                                         "else math)."),
     max_subquestions: int = typer.Option(4),
+    solve_tokens: int = typer.Option(512, help="Max new tokens of the solver's generation."),
+    decompose_tokens: int = typer.Option(192, help="Max new tokens of the decomposer's generation."),
 ) -> None:
     """Answer one question and show subquestions, answer and cost."""
     from divcon.backends import load_backend
@@ -65,7 +67,8 @@ def solve(
     ctx = context.read_text(encoding="utf-8") if context else None
     family = family or ("reading" if ctx else "math")
     try:
-        pcfg = PipelineConfig(mode=mode, max_subquestions=max_subquestions)
+        pcfg = PipelineConfig(mode=mode, max_subquestions=max_subquestions, solve_tokens=solve_tokens,
+                              decompose_tokens=decompose_tokens)
         pipe = Pipeline(pcfg, solver=load_backend(solver), decomposer=load_backend(decomposer))
         res = pipe.run([Example("cli", question, [], context=ctx)], family)[0]
     except (ValueError, RuntimeError, FileNotFoundError) as e:

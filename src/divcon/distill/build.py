@@ -1,0 +1,138 @@
+"""Training sets from teacher traces, as chat examples ({"messages": [system, user, assistant]}).
+
+Variants (the prompts are the ones the pipeline serves, from :mod:`divcon.pipeline.prompts`, so a student is trained on
+exactly the prompt it later sees):
+
+* ``sd-t``: decomposer distillation on every trace: decompose prompt -> the teacher's subquestions.
+* ``sd-r``: the same, but only traces whose solution was correct (rejection sampling). When several samples of a
+  question pass, every distinct decomposition is kept, or with ``best_only`` just one: the fewest subquestions, ties
+  to the lowest sample number.
+* ``se-t``: solver distillation: solve prompt with the trace's subquestions -> the teacher's full solution.
+* ``se-a``: the same with the final answer replaced by the gold answer.
+
+Decomposer targets are re-rendered with :func:`format_subquestions` (not the raw output), so the student learns the
+clean numbered form the parser reads back. A decomposer output that says "No decomposition needed." is a legitimate
+target and is kept as that sentence; one with no parseable subquestion that does not say so is dropped from SD sets
+(reason ``unparseable``). SE sets keep such traces: the solver was then given the step-by-step prompt, and that pair
+is exactly what the pipeline serves in that case.
+
+Every variant drops exact duplicates (same question, same prompt and target; reason ``duplicate``): with several
+samples the teacher often repeats itself, and repeats would only re-weight those questions.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+from pathlib import Path
+
+from divcon.pipeline import prompts as P
+from divcon.runs import read_records, write_json
+
+VARIANTS = ("sd-t", "sd-r", "se-t", "se-a")
+
+_ANSWER_MARKER = re.compile(r"the answer is", re.IGNORECASE)
+
+
+def load_traces(traces: Path) -> list[dict]:
+    """Records of a traces dir (``records.jsonl`` inside) or of a traces JSONL file."""
+    if traces.is_dir():
+        return read_records(traces)
+    if not traces.exists():
+        raise FileNotFoundError(f"no traces at {traces}")
+    return [json.loads(line) for line in traces.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def says_no_decomposition(text: str) -> bool:
+    return P.NO_DECOMPOSITION.rstrip(".").lower() in (text or "").lower()
+
+
+def with_gold_answer(solution: str, gold: str) -> str:
+    """The solution with its final answer replaced by ``gold``: everything after the last "The answer is" becomes
+    " <gold>." (anything the teacher wrote after its answer line goes too, so the target ends on the answer). Without a
+    marker, the answer line is appended."""
+    marks = list(_ANSWER_MARKER.finditer(solution))
+    if not marks:
+        return f"{solution.rstrip()}\nThe answer is {gold}."
+    end = marks[-1].end()
+    return f"{solution[:end]} {gold}."
+
+
+def _decomposer_target(rec: dict) -> str | None:
+    """The SD target text, or None when the output is unparseable."""
+    if rec["subquestions"]:
+        return P.format_subquestions(rec["subquestions"])
+    if says_no_decomposition(rec["decomposer_output"]):
+        return P.NO_DECOMPOSITION
+    return None
+
+
+def _example(rec: dict, variant: str) -> tuple[list[dict], str] | str:
+    """(prompt messages, target) for one trace, or the reason it is dropped (before de-duplication)."""
+    if variant in ("sd-t", "sd-r"):
+        if variant == "sd-r" and not rec["correct"]:
+            return "incorrect"
+        target = _decomposer_target(rec)
+        if target is None:
+            return "unparseable"
+        prompt = P.decompose_messages(rec["question"], rec["context"], rec["family"], rec["max_subquestions"])
+        return prompt, target
+    prompt = P.solve_messages(rec["question"], rec["context"], rec["family"], rec["subquestions"] or None)
+    target = rec["solution"] if variant == "se-t" else with_gold_answer(rec["solution"], rec["golds"][0])
+    return prompt, target
+
+
+def build_dataset(traces_dir: Path, variant: str, out_file: Path, best_only: bool = False) -> dict:
+    """Write the training set ``out_file`` (JSONL) and ``<out_file minus suffix>.counts.json``; return the counts.
+
+    Counts: ``traces``, ``questions``, ``kept``, ``kept_questions``, ``kept_no_decomposition`` (SD targets that are
+    "No decomposition needed."), and ``dropped`` by reason: incorrect, unparseable, duplicate, not_best (the other
+    passing samples under ``best_only``). Each dropped trace is counted once, under the first rule it fails, in that
+    order.
+    """
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown variant {variant!r}; variants: {', '.join(VARIANTS)}")
+    if best_only and variant != "sd-r":
+        raise ValueError("best_only applies to sd-r only (choosing one of several correct decompositions)")
+    records = sorted(load_traces(Path(traces_dir)), key=lambda r: (r["id"], r["sample"]))
+    dropped: Counter[str] = Counter()
+    candidates: list[tuple[dict, list[dict], str]] = []
+    seen: set[str] = set()
+    for rec in records:
+        made = _example(rec, variant)
+        if isinstance(made, str):
+            dropped[made] += 1
+            continue
+        prompt, target = made
+        key = json.dumps([rec["id"], prompt, target], ensure_ascii=False)
+        if key in seen:
+            dropped["duplicate"] += 1
+            continue
+        seen.add(key)
+        candidates.append((rec, prompt, target))
+    if best_only:
+        best: dict[str, tuple[int, int]] = {}
+        for rec, _, _ in candidates:
+            rank = (len(rec["subquestions"]), rec["sample"])
+            best[rec["id"]] = min(best.get(rec["id"], rank), rank)
+        kept = [c for c in candidates if (len(c[0]["subquestions"]), c[0]["sample"]) == best[c[0]["id"]]]
+        dropped["not_best"] += len(candidates) - len(kept)
+        candidates = kept
+    out_file = Path(out_file)
+    out_file.parent.mkdir(parents=True, exist_ok=True)
+    with open(out_file, "w", encoding="utf-8") as f:
+        for rec, prompt, target in candidates:
+            row = {"messages": prompt + [{"role": "assistant", "content": target}], "id": rec["id"],
+                   "sample": rec["sample"], "variant": variant}
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    counts = {
+        "variant": variant, "best_only": best_only, "traces": len(records),
+        "questions": len({r["id"] for r in records}), "kept": len(candidates),
+        "kept_questions": len({rec["id"] for rec, _, _ in candidates}),
+        "kept_no_decomposition": sum(1 for _, _, t in candidates if variant.startswith("sd") and t == P.NO_DECOMPOSITION),
+        "dropped": {r: dropped[r] for r in ("incorrect", "unparseable", "duplicate", "not_best") if dropped[r]},
+        "out": str(out_file),
+    }
+    write_json(out_file.with_suffix(".counts.json"), counts)
+    return counts

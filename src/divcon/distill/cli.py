@@ -1,0 +1,124 @@
+"""``divcon distill``: teacher traces -> training sets -> LoRA students. Heavy imports stay inside the commands so
+that ``divcon --help`` never loads torch."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.table import Table
+
+app = typer.Typer(help="Distill the decomposer (or solver): generate teacher traces, build training sets, train "
+                       "LoRA students.", no_args_is_help=True, pretty_exceptions_show_locals=False)
+
+VARIANT_HELP = "sd-t | sd-r | se-t | se-a"
+
+
+def _console():
+    from divcon.cli import console
+
+    return console
+
+
+def _fail(msg: str) -> None:
+    _console().print(f"[red]error:[/red] {msg}")
+    raise typer.Exit(2)
+
+
+@app.command()
+def generate(
+    task: str = typer.Option("gsm8k", help="Task name (see `divcon tasks`)."),
+    split: str = typer.Option("train", help="Split to draw questions from (never the evaluation split)."),
+    teacher: str = typer.Option("llamacpp:qwen2.5-1.5b", help="Model spec of the teacher (decomposer and solver)."),
+    samples: int = typer.Option(1, help="Decompositions per question (K); K > 1 samples at --temperature."),
+    temperature: Optional[float] = typer.Option(None, help="Decomposer temperature (default 0, or 0.7 when K > 1)."),
+    limit: Optional[int] = typer.Option(None, help="First N questions of the split."),
+    offset: int = typer.Option(0),
+    out: Optional[Path] = typer.Option(None, help="Traces dir (default runs/traces/<derived name>)."),
+    data_dir: Optional[Path] = typer.Option(None, help="Folder of the data sets (default ../shared/data)."),
+) -> None:
+    """Teacher traces: decompose, solve and score each question. Re-run the same command to resume."""
+    from divcon.cli import progress_bar
+    from divcon.distill.generate import generate_traces
+
+    if data_dir is not None:
+        os.environ["DIVCON_DATA"] = str(data_dir)
+    try:
+        with progress_bar() as bar:
+            bar_id = bar.add_task(f"traces {task}", total=None, status="")
+            tally = {"n": 0, "correct": 0}
+
+            def on_progress(k: int, total: int, rec: dict | None) -> None:
+                bar.update(bar_id, total=total, advance=k)
+                if rec:
+                    tally["n"] += 1
+                    tally["correct"] += rec["correct"]
+                    bar.update(bar_id, status=f"correct {tally['correct'] / tally['n']:.3f}")
+
+            run_dir, summary = generate_traces(task, split, teacher, samples=samples, temperature=temperature,
+                                               limit=limit, offset=offset, out_dir=out, on_progress=on_progress)
+    except (ValueError, RuntimeError, FileNotFoundError) as e:
+        _fail(str(e))
+    t = Table("traces", "questions", "correct", "accuracy", "questions with a correct trace")
+    t.add_row(str(summary["traces"]), str(summary["questions"]), str(summary["correct"]),
+              f"{summary['accuracy']:.3f}", str(summary["questions_with_a_correct_trace"]))
+    _console().print(t)
+    _console().print(f"traces dir: {run_dir}")
+
+
+@app.command()
+def build(
+    traces: Path = typer.Option(..., help="Traces dir (or its records.jsonl)."),
+    variant: str = typer.Option(..., help=VARIANT_HELP),
+    out: Path = typer.Option(..., help="Training set JSONL to write (counts go next to it, as <name>.counts.json)."),
+    best_only: bool = typer.Option(False, help="sd-r: keep one correct decomposition per question (fewest "
+                                               "subquestions, then lowest sample)."),
+) -> None:
+    """Build a chat training set from traces and print what was kept and dropped."""
+    from divcon.distill.build import build_dataset
+
+    try:
+        counts = build_dataset(traces, variant, out, best_only=best_only)
+    except (ValueError, FileNotFoundError, KeyError) as e:
+        _fail(str(e))
+    t = Table("variant", "traces", "questions", "kept", "kept questions", "kept 'no decomposition'", "dropped")
+    dropped = ", ".join(f"{k} {v}" for k, v in counts["dropped"].items()) or "-"
+    t.add_row(counts["variant"] + (" (best only)" if best_only else ""), str(counts["traces"]),
+              str(counts["questions"]), str(counts["kept"]), str(counts["kept_questions"]),
+              str(counts["kept_no_decomposition"]), dropped)
+    _console().print(t)
+    _console().print(f"training set: {out}")
+
+
+@app.command()
+def train(
+    base: str = typer.Option("smollm2-135m", help="Embedded alias or HF model folder of the student."),
+    data: Path = typer.Option(..., help="Training set JSONL (from `divcon distill build`)."),
+    out: Path = typer.Option(..., help="Adapter folder to write; serve it as hf:<out>."),
+    epochs: float = typer.Option(1.0),
+    max_steps: int = typer.Option(-1, help="Stop after N optimizer steps (> 0 overrides --epochs)."),
+    max_examples: Optional[int] = typer.Option(None, help="Use the first N examples only."),
+    lr: float = typer.Option(2e-4),
+    lora_r: int = typer.Option(16),
+    batch_size: int = typer.Option(4),
+    max_len: int = typer.Option(512, help="Max tokens per example (prompt + target)."),
+) -> None:
+    """LoRA fine-tune a student, loss on the assistant turn only. CPU unless a GPU is available."""
+    from divcon.distill.train import TrainConfig, train as run_train
+
+    if not data.exists():
+        _fail(f"training set not found: {data}")
+    try:
+        s = run_train(TrainConfig(base=base, data=str(data), out=str(out), epochs=epochs, max_steps=max_steps,
+                                  max_examples=max_examples, lr=lr, lora_r=lora_r, batch_size=batch_size,
+                                  max_len=max_len))
+    except (ValueError, RuntimeError, FileNotFoundError) as e:
+        _fail(str(e))
+    t = Table("examples", "steps", "device", "s/step", "total s", "peak RSS MB", "final loss")
+    t.add_row(str(s["examples"]), str(s["steps"]), s["device"], f"{s['seconds_per_step']:.2f}",
+              f"{s['total_seconds']:.0f}", f"{s['peak_rss_mb']:.0f}",
+              f"{s['final_loss']:.4f}" if s["final_loss"] is not None else "-")
+    _console().print(t)
+    _console().print(f"adapter: {out}  (serve with --decomposer hf:{out.resolve()})")

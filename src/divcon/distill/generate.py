@@ -1,0 +1,110 @@
+"""Teacher traces for distillation: K decompositions per question from the teacher, each solved by the teacher, scored.
+
+A traces dir is a run dir (see :mod:`divcon.runs`): ``config.json`` plus ``records.jsonl`` with one line per
+(question, sample). Re-running the same command resumes where it stopped; every model call also goes through the call
+log, so even a deleted traces dir is rebuilt from cache without recomputing.
+
+Sample ``k`` decomposes with seed ``k``: with K > 1 and temperature > 0 the samples differ, and each is cached under its
+own key. The solver always decodes greedily, so identical decompositions share one solve call.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Callable
+
+from divcon import __version__
+from divcon.backends import load_backend
+from divcon.pipeline import Pipeline, PipelineConfig
+from divcon.runs import RecordWriter, open_run, read_records
+from divcon.tasks import Task, get_task
+
+SAMPLED_TEMPERATURE = 0.7  # the default when several samples are asked for: greedy decoding would repeat itself
+
+
+def is_correct(task: Task, metrics: dict[str, float]) -> bool:
+    """Whether a trace counts as correct for rejection sampling (SD-R).
+
+    The task's primary metric must be a perfect 1.0 (numeric EM for math, normalised EM for open QA). DROP's primary
+    metric is F1, where a partial overlap scores between 0 and 1; a trace that is only partly right is not a trace to
+    imitate, so for the reading family the test is EM == 1.0 instead.
+    """
+    key = "em" if task.family == "reading" else task.primary
+    return metrics.get(key, 0.0) == 1.0
+
+
+def default_traces_dir(task: str, split: str, teacher: str, samples: int, limit: int | None,
+                       root: Path = Path("runs") / "traces") -> Path:
+    short = teacher.replace("llamacpp:", "").replace("/", "_").replace(":", "-").replace(",", "_").strip("_")
+    return root / f"{task}_{split}_T-{short}_k{samples}_n{limit if limit is not None else 'all'}"
+
+
+def generate_traces(
+    task_name: str,
+    split: str = "train",
+    teacher_spec: str = "llamacpp:qwen2.5-1.5b",
+    samples: int = 1,
+    temperature: float | None = None,
+    limit: int | None = None,
+    offset: int = 0,
+    out_dir: Path | None = None,
+    on_progress: Callable[[int, int, dict | None], None] | None = None,
+    max_subquestions: int = 4,
+) -> tuple[Path, dict]:
+    """Generate (or resume) teacher traces. Returns the traces dir and a small summary.
+
+    ``temperature`` defaults to 0 (greedy) for one sample and to 0.7 for several. ``on_progress(k, total, record)``
+    is called once with the already-done count (record None), then once per new record.
+    """
+    if samples < 1:
+        raise ValueError(f"samples must be >= 1, not {samples}")
+    if temperature is None:
+        temperature = SAMPLED_TEMPERATURE if samples > 1 else 0.0
+    if samples > 1 and temperature == 0.0:
+        raise ValueError("several samples at temperature 0 would all be the same greedy decomposition; "
+                         "set a temperature > 0 (e.g. 0.7)")
+    task = get_task(task_name)
+    examples = task.examples(split, limit, offset)
+    if not examples:
+        raise ValueError(f"{task_name}/{split} with limit={limit} offset={offset} selects no examples")
+    teacher = load_backend(teacher_spec)
+    pipes = [Pipeline(PipelineConfig(mode="two-stage", temperature=temperature, seed=k,
+                                     max_subquestions=max_subquestions), solver=teacher)
+             for k in range(samples)]
+    cfg = {"kind": "traces", "task": task.name, "split": split, "limit": limit, "offset": offset,
+           "teacher": teacher.spec, "samples": samples, "temperature": temperature,
+           "pipeline": asdict(pipes[0].config) | {"seed": None}}
+    run_dir = out_dir or default_traces_dir(task.name, split, teacher_spec, samples, limit)
+    open_run(run_dir, {**cfg, "divcon_version": __version__})
+    done = {(r["id"], r["sample"]) for r in read_records(run_dir, repair=True)}
+    total = len(examples) * samples
+    if on_progress:
+        on_progress(len(done), total, None)
+    with RecordWriter(run_dir) as writer:
+        for ex in examples:
+            for k, pipe in enumerate(pipes):
+                if (ex.id, k) in done:
+                    continue
+                t0 = time.perf_counter()
+                res = pipe.run([ex], task.family)[0]
+                scored = task.evaluate(res.final_output, ex.golds)
+                rec = {
+                    "id": ex.id, "sample": k, "task": task.name, "family": task.family,
+                    "max_subquestions": max_subquestions, "question": ex.question, "context": ex.context,
+                    "golds": ex.golds, "subquestions": res.subquestions, "decomposer_output": res.outputs["decompose"],
+                    "solution": res.outputs["solve"], "answer": scored.answer, "answer_source": scored.answer_source,
+                    "correct": is_correct(task, scored.metrics), "metrics": scored.metrics,
+                    "truncated": res.truncated, "usage": [asdict(u) for u in res.usage],
+                    "wall_seconds": time.perf_counter() - t0,
+                }
+                writer.write(rec)
+                if on_progress:
+                    on_progress(1, total, rec)
+    records = read_records(run_dir)
+    n_correct = sum(r["correct"] for r in records)
+    summary = {"traces": len(records), "questions": len({r["id"] for r in records}), "correct": n_correct,
+               "accuracy": n_correct / len(records) if records else 0.0,
+               "questions_with_a_correct_trace": len({r["id"] for r in records if r["correct"]})}
+    return run_dir, summary

@@ -1,0 +1,181 @@
+"""LoRA fine-tuning of a student on a built training set (see :mod:`divcon.distill.build`).
+
+Loss is on the assistant turn only: each chat example is split into a prompt ([system, user]) and a completion
+([assistant]) and trl's ``SFTTrainer`` masks the prompt tokens out of the labels (``completion_only_loss``). That path
+works with any chat template; trl's ``assistant_only_loss`` instead needs ``{% generation %}`` markers that the
+embedded models' templates lack. :func:`check_labels` verifies the masking on the prepared data before training.
+
+The output folder is a PEFT adapter whose ``adapter_config.json`` points at the base model's absolute path, plus the
+tokenizer, so ``load_backend("hf:<out>")`` serves the student directly. Alongside: ``divcon_train.json`` (config,
+sizes, time, peak memory, losses), ``train_log.jsonl`` (one line per logging step) and ``loss.png``.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from divcon.runs import write_json
+
+
+@dataclass
+class TrainConfig:
+    base: str  # an embedded alias (converted once to an HF folder) or an HF model folder
+    data: str  # a JSONL training set of {"messages": [...]} rows
+    out: str  # the adapter folder to write
+    epochs: float = 1.0
+    lr: float = 2e-4
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    target_modules: str = "all-linear"  # or a comma-separated list of module names
+    max_len: int = 512  # tokens; longer examples are truncated at the end
+    batch_size: int = 4
+    grad_accum: int = 1
+    max_steps: int = -1  # > 0 overrides epochs
+    max_examples: int | None = None  # the first N rows of the data
+    seed: int = 0
+    logging_steps: int = 5
+
+
+def load_examples(path: Path, max_examples: int | None = None) -> list[dict]:
+    """Rows as trl prompt-completion pairs: every message but the last is the prompt, the last (assistant) message
+    is the completion that carries the loss."""
+    rows = []
+    for i, line in enumerate(path.read_text(encoding="utf-8").splitlines()):
+        if not line.strip():
+            continue
+        msgs = json.loads(line)["messages"]
+        if len(msgs) < 2 or msgs[-1]["role"] != "assistant":
+            raise ValueError(f"{path}:{i + 1}: an example must end with an assistant message")
+        rows.append({"prompt": msgs[:-1], "completion": msgs[-1:]})
+        if max_examples is not None and len(rows) >= max_examples:
+            break
+    if not rows:
+        raise ValueError(f"no training examples in {path}")
+    return rows
+
+
+def check_labels(dataset, eos_token_id: int) -> dict:
+    """Proof on the prepared data that the loss is completion-only: every example starts with masked (-100) prompt
+    labels, has trained labels, and trains the end-of-turn token (so the student learns to stop)."""
+    masked = trained = 0
+    ends_with_eos = 0
+    for labels in dataset["labels"]:
+        live = [t for t in labels if t != -100]
+        if labels[0] != -100 or not live:
+            raise RuntimeError("prompt tokens are not masked out of the labels; refusing to train on the prompt")
+        masked += len(labels) - len(live)
+        trained += len(live)
+        ends_with_eos += eos_token_id in live
+    return {"masked_tokens": masked, "trained_tokens": trained, "examples_training_eos": ends_with_eos}
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def plot_loss(log: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot([r["step"] for r in log], [r["loss"] for r in log], marker="o", ms=3)
+    ax.set_xlabel("step")
+    ax.set_ylabel("training loss")
+    ax.set_title(path.parent.name)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def train(cfg: TrainConfig) -> dict:
+    """Fine-tune and save; returns what is written to ``divcon_train.json``."""
+    import torch
+    from datasets import Dataset
+    from peft import LoraConfig
+    from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
+    from trl import SFTConfig, SFTTrainer
+
+    from divcon.backends.registry import EMBEDDED
+    from divcon.backends.transformers_backend import resolve_base
+
+    t0 = time.perf_counter()
+    out = Path(cfg.out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    base_dir = resolve_base(cfg.base).resolve()  # absolute: the adapter config must find it from anywhere
+    rows = load_examples(Path(cfg.data), cfg.max_examples)
+    tok = AutoTokenizer.from_pretrained(str(base_dir))
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    gpu = torch.cuda.is_available()
+    model = AutoModelForCausalLM.from_pretrained(str(base_dir), dtype=torch.float32)
+    targets = cfg.target_modules if cfg.target_modules == "all-linear" else cfg.target_modules.split(",")
+    lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                      target_modules=targets, task_type="CAUSAL_LM")
+    args = SFTConfig(
+        output_dir=str(out), num_train_epochs=cfg.epochs, max_steps=cfg.max_steps,
+        learning_rate=cfg.lr, per_device_train_batch_size=cfg.batch_size,
+        gradient_accumulation_steps=cfg.grad_accum, max_length=cfg.max_len, completion_only_loss=True,
+        logging_steps=cfg.logging_steps, save_strategy="no", report_to="none", seed=cfg.seed,
+        use_cpu=not gpu, bf16=gpu and torch.cuda.is_bf16_supported(), dataloader_num_workers=0,
+    )
+    log_path = out / "train_log.jsonl"
+    log_path.write_text("", encoding="utf-8")
+    log: list[dict] = []
+
+    class _LogLoss(TrainerCallback):
+        """Appends each logged loss as it happens, so a long run can be watched (tail -f train_log.jsonl); also logs
+        the last step, which ``logging_steps`` may skip, so the final loss is always known."""
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step >= state.max_steps:
+                control.should_log = True
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if logs and "loss" in logs:
+                row = {"step": state.global_step, "epoch": state.epoch, "loss": logs["loss"],
+                       "lr": logs.get("learning_rate"), "seconds": time.perf_counter() - t0}
+                log.append(row)
+                with open(log_path, "a", encoding="utf-8") as f:
+                    f.write(json.dumps(row) + "\n")
+
+    trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tok,
+                         peft_config=lora, callbacks=[_LogLoss()])
+    label_check = check_labels(trainer.train_dataset, tok.eos_token_id)
+    t_train = time.perf_counter()
+    result = trainer.train()
+    train_seconds = time.perf_counter() - t_train
+    trainer.model.save_pretrained(str(out))
+    tok.save_pretrained(str(out))
+    adapter_cfg_path = out / "adapter_config.json"
+    adapter_cfg = json.loads(adapter_cfg_path.read_text(encoding="utf-8"))
+    adapter_cfg["base_model_name_or_path"] = str(base_dir)
+    write_json(adapter_cfg_path, adapter_cfg)
+    if log:
+        plot_loss(log, out / "loss.png")
+    summary = {
+        "config": asdict(cfg),
+        "base_alias": cfg.base if cfg.base in EMBEDDED else None,
+        "base_dir": str(base_dir),
+        "device": torch.cuda.get_device_name(0) if gpu else "cpu",
+        "examples": len(rows),
+        "examples_trained": len(trainer.train_dataset),  # trl drops examples whose target was truncated away
+        "steps": result.global_step,
+        **label_check,
+        "train_seconds": train_seconds,
+        "seconds_per_step": train_seconds / max(result.global_step, 1),
+        "total_seconds": time.perf_counter() - t0,
+        "peak_rss_mb": _peak_rss_mb(),
+        "peak_gpu_mb": torch.cuda.max_memory_allocated() / 2**20 if gpu else None,
+        "final_loss": log[-1]["loss"] if log else None,
+        "mean_loss": result.training_loss,
+    }
+    write_json(out / "divcon_train.json", summary)
+    return summary

@@ -1,0 +1,117 @@
+"""Training-set building from a hand-made traces dir: exact counts per variant, correctness filtering, de-duplication,
+the 'No decomposition needed.' rule, best-only choice and gold-answer substitution."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from divcon.distill.build import build_dataset, with_gold_answer
+from divcon.pipeline import prompts as P
+
+
+def trace(qid: str, sample: int, subs: list[str], solution: str, correct: bool, gold: str,
+          decomposer_output: str | None = None) -> dict:
+    return {"id": qid, "sample": sample, "task": "gsm8k", "family": "math", "max_subquestions": 4,
+            "question": f"Question {qid}?", "context": None, "golds": [gold], "subquestions": subs,
+            "decomposer_output": decomposer_output if decomposer_output is not None else P.format_subquestions(subs),
+            "solution": solution, "answer": None, "correct": correct, "metrics": {"em": float(correct)}, "usage": []}
+
+
+TRACES = [
+    # q1: two samples with the same decomposition and solution -> the second is a duplicate everywhere
+    trace("q1", 0, ["How many apples?", "How many pears?"], "3 + 15 = 18. The answer is 18.", True, "18"),
+    trace("q1", 1, ["How many apples?", "How many pears?"], "3 + 15 = 18. The answer is 18.", True, "18"),
+    # q2: one wrong sample, one right one
+    trace("q2", 0, ["What is a?", "What is b?", "What is c?"], "a+b+c = 5.\nThe answer is 5.", False, "6"),
+    trace("q2", 1, ["What is a plus b?"], "a+b = 6. The answer is 6.", True, "6"),
+    # q3: the decomposer says no decomposition is needed: a legitimate SD target
+    trace("q3", 0, [], "6 + 1 = 7. The answer is 7.", True, "7", decomposer_output="No decomposition needed."),
+    # q4: nothing parseable and no 'no decomposition': unparseable for SD; the solution has no answer marker
+    trace("q4", 0, [], "2 + 8 = 10", True, "10", decomposer_output="Let me think: first add them."),
+    # q5: two different correct decompositions -> sd-r keeps both, best-only the shorter (sample 1)
+    trace("q5", 0, ["What is x?", "What is y?", "What is x + y?"], "x+y = 9. The answer is 9.", True, "9"),
+    trace("q5", 1, ["What is x?", "What is x + y?"], "x+y = 9. The answer is 9.", True, "9"),
+]
+
+
+@pytest.fixture
+def traces_dir(tmp_path: Path) -> Path:
+    d = tmp_path / "traces"
+    d.mkdir()
+    (d / "records.jsonl").write_text("".join(json.dumps(t) + "\n" for t in TRACES), encoding="utf-8")
+    return d
+
+
+def rows(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+@pytest.mark.parametrize("variant, best_only, kept, dropped, kept_ids", [
+    ("sd-t", False, 6, {"unparseable": 1, "duplicate": 1}, [("q1", 0), ("q2", 0), ("q2", 1), ("q3", 0), ("q5", 0),
+                                                            ("q5", 1)]),
+    ("sd-r", False, 5, {"incorrect": 1, "unparseable": 1, "duplicate": 1},
+     [("q1", 0), ("q2", 1), ("q3", 0), ("q5", 0), ("q5", 1)]),
+    ("sd-r", True, 4, {"incorrect": 1, "unparseable": 1, "duplicate": 1, "not_best": 1},
+     [("q1", 0), ("q2", 1), ("q3", 0), ("q5", 1)]),
+    ("se-t", False, 7, {"duplicate": 1}, [("q1", 0), ("q2", 0), ("q2", 1), ("q3", 0), ("q4", 0), ("q5", 0),
+                                          ("q5", 1)]),
+    ("se-a", False, 7, {"duplicate": 1}, [("q1", 0), ("q2", 0), ("q2", 1), ("q3", 0), ("q4", 0), ("q5", 0),
+                                          ("q5", 1)]),
+])
+def test_counts_per_variant(traces_dir, tmp_path, variant, best_only, kept, dropped, kept_ids):
+    out = tmp_path / f"{variant}.jsonl"
+    counts = build_dataset(traces_dir, variant, out, best_only=best_only)
+    assert counts["traces"] == 8 and counts["questions"] == 5
+    assert counts["kept"] == kept
+    assert counts["dropped"] == dropped
+    assert counts["kept"] + sum(counts["dropped"].values()) == counts["traces"]
+    data = rows(out)
+    assert [(r["id"], r["sample"]) for r in data] == kept_ids
+    assert all(r["variant"] == variant for r in data)
+    assert all([m["role"] for m in r["messages"]] == ["system", "user", "assistant"] for r in data)
+    assert json.loads(out.with_suffix(".counts.json").read_text()) == counts
+
+
+def test_sd_targets_and_prompts(traces_dir, tmp_path):
+    out = tmp_path / "sd.jsonl"
+    counts = build_dataset(traces_dir, "sd-r", out)
+    assert counts["kept_no_decomposition"] == 1
+    by_key = {(r["id"], r["sample"]): r["messages"] for r in rows(out)}
+    assert by_key[("q1", 0)][:2] == P.decompose_messages("Question q1?", None, "math", 4)
+    assert by_key[("q1", 0)][2]["content"] == "1. How many apples?\n2. How many pears?"
+    assert by_key[("q3", 0)][2]["content"] == P.NO_DECOMPOSITION
+    assert all(r["id"] != "q2" or r["sample"] == 1 for r in rows(out)), "the incorrect q2 sample leaked into SD-R"
+
+
+def test_se_a_substitutes_gold(traces_dir, tmp_path):
+    out = tmp_path / "se_a.jsonl"
+    build_dataset(traces_dir, "se-a", out)
+    by_key = {(r["id"], r["sample"]): r["messages"] for r in rows(out)}
+    assert by_key[("q2", 0)][2]["content"] == "a+b+c = 5.\nThe answer is 6."  # wrong teacher answer corrected
+    assert by_key[("q4", 0)][2]["content"] == "2 + 8 = 10\nThe answer is 10."  # no marker: appended
+    assert by_key[("q4", 0)][:2] == P.solve_messages("Question q4?", None, "math", None)  # step-by-step prompt
+    assert by_key[("q2", 0)][:2] == P.solve_messages("Question q2?", None, "math",
+                                                     ["What is a?", "What is b?", "What is c?"])
+    se_t = tmp_path / "se_t.jsonl"
+    build_dataset(traces_dir, "se-t", se_t)
+    assert {(r["id"], r["sample"]): r["messages"] for r in rows(se_t)}[("q2", 0)][2]["content"].endswith("is 5.")
+
+
+def test_with_gold_answer_uses_last_marker():
+    text = "Step: the answer is 3 for part one.\nThe answer is 4.\nExtra chatter"
+    assert with_gold_answer(text, "12") == "Step: the answer is 3 for part one.\nThe answer is 12."
+
+
+def test_rejects_bad_arguments(traces_dir, tmp_path):
+    with pytest.raises(ValueError, match="unknown variant"):
+        build_dataset(traces_dir, "sd-x", tmp_path / "x.jsonl")
+    with pytest.raises(ValueError, match="best_only"):
+        build_dataset(traces_dir, "se-t", tmp_path / "x.jsonl", best_only=True)
+
+
+def test_accepts_a_records_file(traces_dir, tmp_path):
+    counts = build_dataset(traces_dir / "records.jsonl", "sd-t", tmp_path / "f.jsonl")
+    assert counts["kept"] == 6

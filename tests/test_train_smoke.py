@@ -1,0 +1,80 @@
+"""Real LoRA training of SmolLM2-135M on a tiny decomposer set: the loss falls, the prompt is masked out of the loss,
+the adapter is saved with its report files, and it serves through the ``hf:`` backend.
+
+Slow (about 1-3 minutes on 2 CPU cores; the first run also converts the GGUF to an HF folder under DIVCON_CACHE,
+which is reused when that variable is already set).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+from pathlib import Path
+
+import pytest
+
+from divcon.pipeline import prompts as P
+
+pytestmark = [pytest.mark.train, pytest.mark.slow]
+pytest.importorskip("peft")
+pytest.importorskip("trl")
+
+
+@pytest.fixture(scope="session")
+def cache(tmp_path_factory):
+    """The converted base is cached in DIVCON_CACHE: reuse the user's when set, else a session temp dir (conftest
+    already gives each test its own call log)."""
+    with pytest.MonkeyPatch.context() as mp:
+        if not os.environ.get("DIVCON_CACHE"):
+            mp.setenv("DIVCON_CACHE", str(tmp_path_factory.mktemp("divcon_cache")))
+        yield
+
+
+def tiny_set(path: Path, n: int = 16) -> None:
+    """Word problems that all decompose the same way: a pattern a LoRA picks up in a few steps."""
+    rnd = random.Random(0)
+    names = ["Tom", "Ana", "Li", "Sam"]
+    with open(path, "w", encoding="utf-8") as f:
+        for i in range(n):
+            who, a, b = names[i % 4], rnd.randint(2, 90), rnd.randint(2, 90)
+            q = f"{who} has {a} apples and buys {b} more. How many apples does {who} have now?"
+            target = P.format_subquestions([f"How many apples did {who} have at first?",
+                                            f"How many apples did {who} buy?",
+                                            f"How many apples does {who} have in total?"])
+            msgs = P.decompose_messages(q, None, "math") + [{"role": "assistant", "content": target}]
+            f.write(json.dumps({"messages": msgs}) + "\n")
+
+
+def test_lora_smoke(cache, tmp_path):
+    from divcon.backends import ChatRequest, load_backend
+    from divcon.backends.registry import ModelNotAvailable
+    from divcon.distill.train import TrainConfig, train
+
+    data = tmp_path / "sd.jsonl"
+    tiny_set(data)
+    out = tmp_path / "student"
+    cfg = TrainConfig(base="smollm2-135m", data=str(data), out=str(out), max_steps=6, lr=1e-3, max_len=256,
+                      batch_size=4, logging_steps=1)
+    try:
+        s = train(cfg)
+    except ModelNotAvailable as e:
+        pytest.skip(str(e))
+    losses = [json.loads(line)["loss"] for line in (out / "train_log.jsonl").read_text().splitlines()]
+    assert len(losses) == 6
+    assert sum(losses[-2:]) / 2 < losses[0] * 0.5, losses
+    assert s["masked_tokens"] > s["trained_tokens"] > 0  # the prompt is longer than the target and is masked
+    assert s["examples_training_eos"] == 16  # every target teaches the end-of-turn token
+    for name in ("adapter_config.json", "adapter_model.safetensors", "tokenizer_config.json", "divcon_train.json",
+                 "loss.png"):
+        assert (out / name).exists(), name
+    base = json.loads((out / "adapter_config.json").read_text())["base_model_name_or_path"]
+    assert Path(base).is_absolute() and (Path(base) / "config.json").exists()
+    assert s["examples"] == 16 and s["steps"] == 6 and s["peak_rss_mb"] > 0
+    print(f"\nsmoke training: {s['train_seconds']:.1f}s train, {s['total_seconds']:.1f}s total, "
+          f"{s['seconds_per_step']:.2f} s/step, peak RSS {s['peak_rss_mb']:.0f} MB, losses {losses}")
+
+    msgs = P.decompose_messages("Ana has 5 pens and buys 7 more. How many pens does Ana have now?", None, "math")
+    gen = load_backend(f"hf:{out}").generate([ChatRequest.of(msgs, max_tokens=48)])[0]
+    assert gen.text.strip()
+    assert P.parse_subquestions(gen.text), gen.text  # it learned the numbered subquestion form
