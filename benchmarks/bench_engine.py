@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import tempfile
 import time
 from pathlib import Path
 
@@ -33,7 +34,8 @@ def engine_vs_pipeline(model: str, n_prompts: int, max_tokens: int, out: Path) -
 
     task = get_task("gsm8k")
     prompts = [solve_messages(e.question, None, "math", None) for e in task.examples("test", n_prompts, offset=500)]
-    backend = load_backend(f"llamacpp:{model}", CallLog(out / "engine_calls.sqlite.tmp"))
+    scratch = tempfile.TemporaryDirectory()  # a fresh call log: nothing may come from the cache
+    backend = load_backend(f"llamacpp:{model}", CallLog(Path(scratch.name) / "calls.sqlite"))
     llm = backend.inner.llm  # load once, outside both timings
     llm.create_chat_completion(messages=prompts[0], max_tokens=4)  # warm-up
     raw_tokens, raw_s = 0, 0.0
@@ -48,7 +50,8 @@ def engine_vs_pipeline(model: str, n_prompts: int, max_tokens: int, out: Path) -
         g = backend.generate([ChatRequest.of(p, max_tokens=max_tokens)])[0]
         pipe_s += time.perf_counter() - t0
         pipe_tokens += g.tokens_out
-    (out / "engine_calls.sqlite.tmp").unlink(missing_ok=True)
+    backend.log.close()
+    scratch.cleanup()
     result = {"model": model, "prompts": n_prompts, "max_tokens": max_tokens,
               "raw_tokens_out": raw_tokens, "raw_seconds": raw_s, "raw_tok_s": raw_tokens / raw_s,
               "pipeline_tokens_out": pipe_tokens, "pipeline_seconds": pipe_s, "pipeline_tok_s": pipe_tokens / pipe_s,

@@ -105,6 +105,12 @@ def test_with_gold_answer_uses_last_marker():
     assert with_gold_answer(text, "12") == "Step: the answer is 3 for part one.\nThe answer is 12."
 
 
+def test_with_gold_answer_reads_every_scorer_marker():
+    assert with_gold_answer("3 + 4 = 7.\nThe final answer is 7.", "8") == "3 + 4 = 7.\nThe final answer is 8."
+    assert with_gold_answer("So 7.\n#### 7", "8") == "So 7.\n#### 8."
+    assert with_gold_answer("So it is 7", "8") == "So it is 7\nThe answer is 8."
+
+
 def test_rejects_bad_arguments(traces_dir, tmp_path):
     with pytest.raises(ValueError, match="unknown variant"):
         build_dataset(traces_dir, "sd-x", tmp_path / "x.jsonl")

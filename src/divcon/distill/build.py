@@ -23,16 +23,14 @@ samples the teacher often repeats itself, and repeats would only re-weight those
 from __future__ import annotations
 
 import json
-import re
 from collections import Counter
 from pathlib import Path
 
 from divcon.pipeline import prompts as P
 from divcon.runs import read_records, write_json
+from divcon.tasks.answers import last_marker_end
 
 VARIANTS = ("sd-t", "sd-r", "se-t", "se-a")
-
-_ANSWER_MARKER = re.compile(r"the answer is", re.IGNORECASE)
 
 
 def load_traces(traces: Path) -> list[dict]:
@@ -49,14 +47,13 @@ def says_no_decomposition(text: str) -> bool:
 
 
 def with_gold_answer(solution: str, gold: str) -> str:
-    """The solution with its final answer replaced by ``gold``: everything after the last "The answer is" becomes
-    " <gold>." (anything the teacher wrote after its answer line goes too, so the target ends on the answer). Without a
-    marker, the answer line is appended."""
-    marks = list(_ANSWER_MARKER.finditer(solution))
-    if not marks:
+    """The solution with its final answer replaced by ``gold``: everything after the last answer marker ("The answer
+    is", "Final answer:" ..., the same markers the scorer reads) becomes "<gold>." (anything the teacher wrote after
+    its answer goes too, so the target ends on the answer). Without a marker, the answer line is appended."""
+    end = last_marker_end(solution)
+    if end is None:
         return f"{solution.rstrip()}\nThe answer is {gold}."
-    end = marks[-1].end()
-    return f"{solution[:end]} {gold}."
+    return f"{solution[:end].rstrip()} {gold}."
 
 
 def _decomposer_target(rec: dict) -> str | None:

@@ -71,6 +71,12 @@ def extract_marked(text: str) -> str | None:
     return _clean(max(candidates)[1])
 
 
+def last_marker_end(text: str) -> int | None:
+    """Index just past the last answer marker ('The answer is', 'Final answer:', '####' ...), or None."""
+    ends = [m.end() for m in _MARKER_RE.finditer(text or "")]
+    return ends[-1] if ends else None
+
+
 def extract_math(text: str) -> tuple[str | None, str]:
     """(answer, source) for a numeric task. Source is 'marker', 'last_number' or 'none'."""
     marked = extract_marked(text)
