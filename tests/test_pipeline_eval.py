@@ -5,7 +5,6 @@ import json
 import pytest
 
 from divcon.backends import register_backend
-from divcon.backends.base import Generation, ModelSpec
 from divcon.evaluate import evaluate
 from divcon.pipeline import Pipeline, PipelineConfig
 from divcon.pipeline.prompts import format_subquestions, parse_subquestions

@@ -6,11 +6,12 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn,
+                           TimeRemainingColumn)
 from rich.table import Table
 
 from divcon.backends.registry import DEFAULT_TEACHER
@@ -25,6 +26,22 @@ def progress_bar() -> Progress:
     return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                     TextColumn("{task.fields[status]}"), TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
                     console=console)
+
+
+def progress_callback(bar: Progress, bar_id: TaskID, label: str,
+                      value: Callable[[dict], float]) -> Callable[[int, int, dict | None], None]:
+    """An ``on_progress(k, total, record)`` for the runners: advances the bar and shows the running mean of
+    ``value(record)`` (accuracy so far), so a long run tells early whether it is going anywhere."""
+    tally = {"n": 0, "sum": 0.0}
+
+    def on_progress(k: int, total: int, rec: dict | None) -> None:
+        bar.update(bar_id, total=total, advance=k)
+        if rec:
+            tally["n"] += 1
+            tally["sum"] += value(rec)
+            bar.update(bar_id, status=f"{label} {tally['sum'] / tally['n']:.3f}")
+
+    return on_progress
 
 
 def _set_data_dir(data_dir: Optional[Path]) -> None:
@@ -122,25 +139,16 @@ def eval_cmd(
     """Evaluate a pipeline on a task. Writes records.jsonl + summary.json; re-run the same command to resume."""
     from divcon.evaluate import evaluate
     from divcon.pipeline import PipelineConfig
+    from divcon.tasks import get_task
 
     _set_data_dir(data_dir)
     try:
         pcfg = PipelineConfig(mode=mode, max_subquestions=max_subquestions, solve_tokens=solve_tokens,
                               decompose_tokens=decompose_tokens)
+        primary = get_task(task).primary
         with progress_bar() as bar:
             bar_id = bar.add_task(f"{task} {mode}", total=None, status="")
-            correct = {"n": 0, "sum": 0.0}
-
-            def on_progress(k: int, total: int, rec: dict | None) -> None:
-                bar.update(bar_id, total=total, advance=k)
-                if rec:
-                    from divcon.tasks import get_task
-
-                    primary = get_task(task).primary
-                    correct["n"] += 1
-                    correct["sum"] += rec["metrics"].get(primary, 0.0)
-                    bar.update(bar_id, status=f"{primary} {correct['sum'] / correct['n']:.3f}")
-
+            on_progress = progress_callback(bar, bar_id, primary, lambda rec: rec["metrics"].get(primary, 0.0))
             run_dir, summary = evaluate(task, solver=solver, decomposer=decomposer, pcfg=pcfg, split=split,
                                         limit=limit, offset=offset, shuffle_seed=shuffle_seed, out=out,
                                         batch_size=batch_size, on_progress=on_progress)

@@ -53,9 +53,6 @@ class LlamaCppBackend:
     def llm(self):
         return _load(str(self.path), self.n_ctx, self.n_threads)
 
-    def count_tokens(self, text: str) -> int:
-        return len(self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=True))
-
     def generate(self, requests: list[ChatRequest]) -> list[Generation]:
         out = []
         for req in requests:

@@ -48,7 +48,6 @@ EMBEDDED: dict[str, EmbeddedModel] = {
 }
 
 DEFAULT_TEACHER = "qwen2.5-1.5b"
-DEFAULT_STUDENT = "smollm2-135m"
 
 
 class ModelNotAvailable(RuntimeError):

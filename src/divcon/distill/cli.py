@@ -3,7 +3,6 @@ that ``divcon --help`` never loads torch."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Optional
 
@@ -40,23 +39,14 @@ def generate(
     data_dir: Optional[Path] = typer.Option(None, help="Folder of the data sets (default ../shared/data)."),
 ) -> None:
     """Teacher traces: decompose, solve and score each question. Re-run the same command to resume."""
-    from divcon.cli import progress_bar
+    from divcon.cli import _set_data_dir, progress_bar, progress_callback
     from divcon.distill.generate import generate_traces
 
-    if data_dir is not None:
-        os.environ["DIVCON_DATA"] = str(data_dir)
+    _set_data_dir(data_dir)
     try:
         with progress_bar() as bar:
             bar_id = bar.add_task(f"traces {task}", total=None, status="")
-            tally = {"n": 0, "correct": 0}
-
-            def on_progress(k: int, total: int, rec: dict | None) -> None:
-                bar.update(bar_id, total=total, advance=k)
-                if rec:
-                    tally["n"] += 1
-                    tally["correct"] += rec["correct"]
-                    bar.update(bar_id, status=f"correct {tally['correct'] / tally['n']:.3f}")
-
+            on_progress = progress_callback(bar, bar_id, "correct", lambda rec: float(rec["correct"]))
             run_dir, summary = generate_traces(task, split, teacher, samples=samples, temperature=temperature,
                                                limit=limit, offset=offset, out_dir=out, on_progress=on_progress)
     except (ValueError, RuntimeError, FileNotFoundError) as e:
