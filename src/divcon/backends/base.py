@@ -7,7 +7,7 @@ Keeping the interface this small is what lets the call log, the cache and the co
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Protocol
 
 
@@ -50,9 +50,6 @@ class Generation:
     model: str
     cached: bool = False
     finish_reason: str = "stop"
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 class Backend(Protocol):
