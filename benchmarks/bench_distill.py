@@ -114,8 +114,7 @@ def main() -> None:
                 check_time()
                 sd = v.startswith("sd")
                 train(TrainConfig(base=args.student, data=str(out / "data" / f"{v}.jsonl"),
-                                  out=str(out / "students" / v), epochs=args.epochs, max_len=256 if sd else 448,
-                                  target_modules="q_proj,k_proj,v_proj,o_proj"))
+                                  out=str(out / "students" / v), epochs=args.epochs, max_len=256 if sd else 448))
         for label, dec, sol in cells(teacher, student, out / "students"):
             check_time()
             run_dir = out / "runs" / label.split(" ")[0].replace("/", "_")

@@ -94,6 +94,8 @@ def train(
     lora_r: int = typer.Option(16),
     batch_size: int = typer.Option(4),
     max_len: int = typer.Option(512, help="Max tokens per example (prompt + target)."),
+    target_modules: str = typer.Option("q_proj,k_proj,v_proj,o_proj",
+                                       help="LoRA target modules, comma-separated, or all-linear."),
 ) -> None:
     """LoRA fine-tune a student, loss on the assistant turn only. CPU unless a GPU is available."""
     from divcon.distill.train import TrainConfig, train as run_train
@@ -103,7 +105,7 @@ def train(
     try:
         s = run_train(TrainConfig(base=base, data=str(data), out=str(out), epochs=epochs, max_steps=max_steps,
                                   max_examples=max_examples, lr=lr, lora_r=lora_r, batch_size=batch_size,
-                                  max_len=max_len))
+                                  max_len=max_len, target_modules=target_modules))
     except (ValueError, RuntimeError, FileNotFoundError) as e:
         _fail(str(e))
     t = Table("examples", "steps", "device", "s/step", "total s", "peak RSS MB", "final loss")

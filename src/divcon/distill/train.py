@@ -31,7 +31,9 @@ class TrainConfig:
     lora_r: int = 16
     lora_alpha: int = 32
     lora_dropout: float = 0.05
-    target_modules: str = "all-linear"  # or a comma-separated list of module names
+    # Attention projections only: on 2 CPU cores they train about 25% faster per step than "all-linear" (measured
+    # 5.1 vs 6.8 s/step, SmolLM2-135M, batch 4, 256 tokens), which is what lets ~2k SD examples fit in ~45 minutes.
+    target_modules: str = "q_proj,k_proj,v_proj,o_proj"  # or "all-linear"
     max_len: int = 512  # tokens; longer examples are truncated at the end
     batch_size: int = 4
     grad_accum: int = 1
