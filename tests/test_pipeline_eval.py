@@ -115,3 +115,12 @@ def test_summary_accounts_tokens_and_dollars_per_model(tmp_path):
     assert s["tokens_in"] == 600 and s["dollars"] == 0.0  # fake models are unpriced
     summary_file = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary_file["n"] == 3
+
+
+def test_run_made_with_other_prompts_is_not_resumed(tmp_path, monkeypatch):
+    evaluate("gsm8k", solver="fake:m", limit=1, out=tmp_path / "run")
+    import divcon.pipeline.prompts as prompts
+
+    monkeypatch.setattr(prompts, "NO_DECOMPOSITION", "Nothing to split.")
+    with pytest.raises(ConfigMismatch, match="prompts"):
+        evaluate("gsm8k", solver="fake:m", limit=1, out=tmp_path / "run")

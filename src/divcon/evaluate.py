@@ -12,6 +12,7 @@ from divcon import __version__
 from divcon.backends import load_backend
 from divcon.cost import load_table, price_of
 from divcon.pipeline import Pipeline, PipelineConfig
+from divcon.pipeline.prompts import fingerprint as prompt_fingerprint
 from divcon.runs import RecordWriter, open_run, read_records, write_json
 from divcon.tasks import Task, get_task
 
@@ -21,7 +22,7 @@ def run_config(task: Task, split: str, limit: int | None, offset: int, shuffle_s
     return {
         "task": task.name, "split": split, "limit": limit, "offset": offset, "shuffle_seed": shuffle_seed,
         "mode": pcfg.mode, "decomposer": decomposer if pcfg.mode in ("two-stage", "dynamic") else None,
-        "solver": solver, "pipeline": asdict(pcfg),
+        "solver": solver, "pipeline": asdict(pcfg), "prompts": prompt_fingerprint(),
     }
 
 

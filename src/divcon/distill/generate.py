@@ -18,6 +18,7 @@ from typing import Callable
 from divcon import __version__
 from divcon.backends import load_backend
 from divcon.pipeline import Pipeline, PipelineConfig
+from divcon.pipeline.prompts import fingerprint as prompt_fingerprint
 from divcon.runs import RecordWriter, open_run, read_records
 from divcon.tasks import Task, get_task
 
@@ -75,7 +76,7 @@ def generate_traces(
              for k in range(samples)]
     cfg = {"kind": "traces", "task": task.name, "split": split, "limit": limit, "offset": offset,
            "teacher": teacher.spec, "samples": samples, "temperature": temperature,
-           "pipeline": asdict(pipes[0].config) | {"seed": None}}
+           "pipeline": asdict(pipes[0].config) | {"seed": None}, "prompts": prompt_fingerprint()}
     run_dir = out_dir or default_traces_dir(task.name, split, teacher_spec, samples, limit)
     open_run(run_dir, {**cfg, "divcon_version": __version__})
     done = {(r["id"], r["sample"]) for r in read_records(run_dir, repair=True)}

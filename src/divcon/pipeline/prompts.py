@@ -30,7 +30,8 @@ def decompose_messages(question: str, context: str | None, family: str, max_subq
         {"role": "user", "content": (
             f"{_problem(question, context)}\n\n"
             f"Write the subquestions one must answer, in order, to solve this. Write at most {max_subquestions}, "
-            "one per line, numbered 1., 2., ... Each subquestion ends with a question mark. Do not answer them. "
+            "one per line, numbered 1., 2., ... Each subquestion ends with a question mark. The last subquestion asks "
+            "for exactly what the question asks. Do not answer them. "
             f"If the question is simple enough to answer directly, write only: {NO_DECOMPOSITION}"
         )},
     ]
@@ -62,7 +63,10 @@ def solve_messages(question: str, context: str | None, family: str, subquestions
     """The solver's prompt: answer the given subquestions in order, in one generation, then the final answer."""
     if subquestions:
         sq = "\n".join(f"{i}. {q}" for i, q in enumerate(subquestions, 1))
-        instruction = (f"Answer these subquestions in order, one by one, then answer the question.\n{sq}\n\n"
+        # The question is restated after the subquestions: small solvers otherwise stop at the last subquestion and
+        # give its answer as the final one.
+        instruction = (f"Subquestions:\n{sq}\n\nAnswer the subquestions in order, one by one. Then use those "
+                       f"answers to answer the original question: {question}\n"
                        f"End with a final line of the form: {ANSWER_FORM[family]}")
     else:
         instruction = f"Solve it step by step. End with a final line of the form: {ANSWER_FORM[family]}"
@@ -121,6 +125,25 @@ def final_messages(question: str, context: str | None, family: str, pairs: list[
         {"role": "system", "content": "You are a careful problem solver."},
         {"role": "user", "content": (
             f"{_problem(question, context)}\n\nSubquestions and their answers:\n{_history(pairs)}\n\n"
-            f"Now answer the question. End with a final line of the form: {ANSWER_FORM[family]}"
+            f"Use those answers to answer the original question: {question}\n"
+            f"End with a final line of the form: {ANSWER_FORM[family]}"
         )},
     ]
+
+
+def fingerprint() -> str:
+    """A short hash of every prompt, rendered on a fixed probe. Run configs record it, so resuming a run after the
+    prompts changed is refused instead of silently mixing records made with two different prompts."""
+    import hashlib
+    import json
+
+    q, ctx, pairs = "Q?", "C.", [("S?", "A.")]
+    rendered = []
+    for family in ANSWER_FORM:
+        for c in (None, ctx):
+            rendered += [decompose_messages(q, c, family), solve_messages(q, c, family, ["S?"]),
+                         solve_messages(q, c, family, None), direct_messages(q, c, family),
+                         next_subquestion_messages(q, c, family, pairs),
+                         answer_subquestion_messages(q, c, family, pairs, "S?"), final_messages(q, c, family, pairs)]
+    blob = json.dumps(rendered, sort_keys=True) + format_subquestions(["S?"]) + NO_DECOMPOSITION + DONE
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:12]
