@@ -10,7 +10,7 @@ from typing import Callable
 
 from divcon import __version__
 from divcon.backends import load_backend
-from divcon.cost import load_table, price_of
+from divcon.cost import Price, load_table, price_of
 from divcon.pipeline import Pipeline, PipelineConfig
 from divcon.pipeline.prompts import fingerprint as prompt_fingerprint
 from divcon.runs import RecordWriter, open_run, read_records, write_json
@@ -93,14 +93,17 @@ def evaluate(
 
 def _usage_table(records: list[dict], key: str, prices: dict) -> dict:
     acc: dict = defaultdict(lambda: {"tokens_in": 0, "tokens_out": 0, "seconds": 0.0, "calls": 0, "dollars": 0.0})
+    priced: dict[str, Price] = {}  # one lookup per model, not per record (an hf: student's price reads a file)
     for r in records:
         for u in r["usage"]:
+            if u["model"] not in priced:
+                priced[u["model"]] = price_of(u["model"], prices)
             a = acc[u[key]]
             a["tokens_in"] += u["tokens_in"]
             a["tokens_out"] += u["tokens_out"]
             a["seconds"] += u["seconds"]
             a["calls"] += u["calls"]
-            a["dollars"] += price_of(u["model"], prices).dollars(u["tokens_in"], u["tokens_out"])
+            a["dollars"] += priced[u["model"]].dollars(u["tokens_in"], u["tokens_out"])
     return dict(acc)
 
 
@@ -108,7 +111,12 @@ def big_model(models: list[str], prices: dict) -> str | None:
     """The model whose tokens cost most: the teacher whose spend distillation is meant to cut."""
     if not models:
         return None
-    return max(models, key=lambda m: (price_of(m, prices).out_per_1k, price_of(m, prices).in_per_1k))
+
+    def rank(model: str) -> tuple[float, float]:
+        p = price_of(model, prices)
+        return p.out_per_1k, p.in_per_1k
+
+    return max(models, key=rank)
 
 
 def summarize(records: list[dict], cfg: dict, prices: dict | None = None, big: str | None = None) -> dict:
