@@ -7,6 +7,12 @@ from collections import Counter
 from divcon.backends.base import ChatRequest, Generation, ModelSpec
 
 
+def is_decompose_prompt(request: ChatRequest) -> bool:
+    """Decomposer prompts (static and dynamic) are the ones whose system message speaks of subquestions; the one place
+    test doubles tell them from solver prompts, so a prompt rewording breaks them all or none."""
+    return "subquestions" in request.messages[0][1]
+
+
 class ScriptedBackend:
     """``fake:<name>``. Decomposer prompts get ``decompose``, every other prompt gets ``solve`` (with '{n}' replaced
     by the running call number, so outputs can differ)."""
@@ -21,8 +27,7 @@ class ScriptedBackend:
     def generate(self, requests: list[ChatRequest]) -> list[Generation]:
         out = []
         for r in requests:
-            prompt = r.messages[-1][1]
-            is_decompose = "subquestions one must answer" in prompt or "single next subquestion" in prompt
+            is_decompose = is_decompose_prompt(r)
             kind = "decompose" if is_decompose else "solve"
             ScriptedBackend.calls[(self.spec, kind)] += 1
             text = self.decompose_text if is_decompose else self.solve_text

@@ -12,6 +12,7 @@ from divcon.distill.generate import generate_traces, is_correct
 from divcon.runs import ConfigMismatch, read_records
 from divcon.tasks import get_task
 from divcon.tasks.datasets import DataMissing
+from tests.fakes import is_decompose_prompt
 
 CALLS: list[ChatRequest] = []
 
@@ -26,7 +27,7 @@ class Scripted:
         out = []
         for r in requests:
             CALLS.append(r)
-            if "subquestions" in r.messages[0][1]:
+            if is_decompose_prompt(r):
                 text = "1. How many in April?\n2. How many in May?" if r.seed == 0 else "No decomposition needed."
             else:
                 text = "48 / 2 = 24, 48 + 24 = 72.\nThe answer is 72."

@@ -14,6 +14,7 @@ from divcon.cost import load_table, price_of
 from divcon.experiments.grid import GridError, file_status, parse_grid, read_grid_json, run_grid
 from divcon.experiments.report import build_report
 from divcon.experiments.stats import bootstrap_ci, pareto_front
+from tests.fakes import is_decompose_prompt
 
 BIG = "gridfake:big,params_b=1.5"
 SMALL = "gridfake:small,params_b=0.135"
@@ -30,7 +31,7 @@ class FakeBackend:
     def generate(self, requests: list[ChatRequest]) -> list[Generation]:
         out = []
         for r in requests:
-            decompose = "subquestions" in r.messages[0][1]
+            decompose = is_decompose_prompt(r)
             CALLS.append((self.spec, "decompose" if decompose else "solve"))
             text = "1. What is x?\n2. What is y?" if decompose else "x is 9, y is 9. The answer is 18."
             tokens_in = sum(len(c.split()) for _, c in r.messages)
