@@ -141,6 +141,23 @@ def test_shared_decomposer_stage_computed_once(env: Path) -> None:
     assert CALLS == []
 
 
+def test_grid_stops_cleanly_and_resumes(env: Path) -> None:
+    grid = parse_grid(yaml.safe_load(GRID_YAML))
+    out = env / "grid"
+    asked = []
+
+    def stop_after_two() -> bool:  # asked before each cell and after each example
+        asked.append(1)
+        return len(asked) > 2
+
+    statuses = run_grid(grid, out, [file_status(c, out) for c in grid.cells], should_stop=stop_after_two)
+    assert [(s.status, s.done) for s in statuses] == [("partial", 2), ("pending", 0)]
+    assert [(c["status"], c["done"]) for c in read_grid_json(out)["cells"]] == [("partial", 2), ("pending", 0)]
+    statuses = run_grid(grid, out, [file_status(c, out) for c in grid.cells])
+    assert [(s.status, s.done) for s in statuses] == [("done", 3), ("done", 3)]
+    assert CALLS.count((BIG, "decompose")) == 3  # the resumed cell did not redo its first two questions
+
+
 def test_cli_experiment_and_report(env: Path) -> None:
     from divcon.cli import app
 

@@ -6,6 +6,7 @@ inside the commands because it imports this one while it is being built.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Optional
 
@@ -33,6 +34,8 @@ def experiment(
     only_task: Optional[str] = typer.Option(None, help="Run only the cells of this task."),
     dry_run: bool = typer.Option(False, "--dry-run", help="List the cells, sizes and statuses; run nothing."),
     data_dir: Optional[Path] = typer.Option(None, help="Folder of the data sets (default ../shared/data)."),
+    stop_after: Optional[float] = typer.Option(None, help="Minutes; then stop cleanly after the current example "
+                                                          "(re-run the same command to continue)."),
 ) -> None:
     """Run an experiment grid, task by task, into <out>/<task>/<label>/ with grid.json; re-run to resume."""
     from divcon.cli import _fail, _set_data_dir, console, progress_bar
@@ -71,9 +74,16 @@ def experiment(
                 running["sum"] += rec["metrics"].get(primary, 0.0)
                 bar.update(bar_id, status=f"{cell.task} {cell.label}: {primary} {running['sum'] / running['n']:.3f}")
 
+        deadline = time.monotonic() + stop_after * 60 if stop_after is not None else None
         statuses = run_grid(grid, out, statuses, config_path=config, only_task=only_task,
-                            on_progress=on_progress, on_cell_start=on_cell_start)
+                            on_progress=on_progress, on_cell_start=on_cell_start,
+                            should_stop=(lambda: time.monotonic() > deadline) if deadline is not None else None)
     console.print(_cells_table(grid.cells, statuses, out, only_task))
+    unfinished = [s for c, s in zip(grid.cells, statuses)
+                  if s.status in ("partial", "pending") and only_task in (None, c.task)]
+    if unfinished and stop_after is not None:
+        console.print(f"stopped at the time limit with {len(unfinished)} cell(s) unfinished; "
+                      "re-run the same command to continue")
     console.print(f"grid dir: {out}  (report: divcon report {out} --out {out / 'report'})")
     if any(s.status == "failed" for c, s in zip(grid.cells, statuses) if only_task in (None, c.task)):
         raise typer.Exit(1)

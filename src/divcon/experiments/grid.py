@@ -261,15 +261,22 @@ def read_grid_json(grid_dir: Path) -> dict[str, Any]:
 ProgressFn = Callable[[Cell, int, int, dict | None], None]
 
 
+class _Stop(Exception):
+    """Raised from the progress callback when ``should_stop`` says so; caught by :func:`run_grid`."""
+
+
 def run_grid(grid: Grid, out: Path, statuses: list[CellStatus], config_path: Path | None = None,
              only_task: str | None = None, on_progress: ProgressFn | None = None,
-             on_cell_start: Callable[[Cell], None] | None = None) -> list[CellStatus]:
+             on_cell_start: Callable[[Cell], None] | None = None,
+             should_stop: Callable[[], bool] | None = None) -> list[CellStatus]:
     """Run every runnable cell (of ``only_task`` if given), resuming those already started, and keep ``grid.json``
     (which always lists every cell) current after each. ``statuses`` come from :func:`file_status`; the caller
     computed them already to size the progress bar.
 
     A cell that fails (model not installed, a run dir holding another config) is recorded as failed and the grid
-    goes on; interrupts propagate, and a re-run resumes.
+    goes on; interrupts propagate, and a re-run resumes. ``should_stop`` is asked after every example (and before
+    every cell): when it says yes the grid stops cleanly, the cell in progress stays partial, and a re-run resumes
+    it. That lets a time-boxed session end with everything written and ``grid.json`` truthful.
     """
     from divcon.evaluate import evaluate
 
@@ -278,18 +285,26 @@ def run_grid(grid: Grid, out: Path, statuses: list[CellStatus], config_path: Pat
     for i, cell in enumerate(grid.cells):
         if statuses[i].status in ("skipped", "failed") or (only_task is not None and cell.task != only_task):
             continue
+        if should_stop and should_stop():
+            break
         if on_cell_start:
             on_cell_start(cell)
 
         def progress(k: int, total: int, rec: dict | None, cell: Cell = cell) -> None:
             if on_progress:
                 on_progress(cell, k, total, rec)
+            if rec is not None and should_stop and should_stop():
+                raise _Stop()
 
         try:
             evaluate(cell.task, solver=cell.solver, decomposer=cell.decomposer, pcfg=cell.pipeline_config(),
                      split=cell.split, limit=cell.limit, shuffle_seed=cell.shuffle_seed, out=cell.run_dir(out),
                      batch_size=grid.batch_size, on_progress=progress)
             statuses[i] = file_status(cell, out)
+        except _Stop:
+            statuses[i] = file_status(cell, out)
+            write_grid_json(out, grid, statuses, config_path)
+            break
         except (ValueError, RuntimeError, OSError) as e:  # ConfigMismatch and ModelNotAvailable are RuntimeErrors
             statuses[i] = CellStatus("failed", statuses[i].n, len(read_records(cell.run_dir(out))),
                                      f"{type(e).__name__}: {e}")
