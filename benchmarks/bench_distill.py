@@ -9,7 +9,8 @@ the students (for the experiment grids in configs/).
 Steps, each skipped when its output already exists, so the benchmark resumes across sessions (commit the --out dir):
 1. teacher traces on GSM8K train (decompose + solve with the teacher, scored against gold);
 2. SD-T / SD-R / SE-T / SE-A training sets;
-3. LoRA fine-tuning of the student on each (adapters are small and kept in --out);
+3. LoRA fine-tuning of the student on each (adapters are small and kept in --out), exported to a llama.cpp LoRA
+   GGUF so the students decode with llama.cpp;
 4. evaluation on a fixed GSM8K test subset: T/T, untrained-S/T, SD-T/T, SD-R/T, T/SE-T, T/SE-A, round-robin in
    chunks of ``--chunk`` questions so that a run cut short leaves every row at about the same n;
 5. a report (markdown + JSON) generated from the run files only. Rows are compared on the questions that every
@@ -26,6 +27,7 @@ from pathlib import Path
 from typing import Callable
 
 from divcon.distill.build import build_dataset
+from divcon.distill.export import export_lora_gguf
 from divcon.distill.generate import generate_traces
 from divcon.distill.train import TrainConfig, train
 from divcon.evaluate import evaluate, summarize
@@ -49,8 +51,10 @@ class ChunkDone(Exception):
 
 
 def cells(teacher: str, student: str, students: Path) -> list[tuple[str, str, str]]:
-    """(label, decomposer, solver) in the order of the paper's Table 1 rows that this benchmark covers."""
-    hf = {v: f"hf:{students / v}" for v in VARIANTS}
+    """(label, decomposer, solver) in the order of the paper's Table 1 rows that this benchmark covers. Students
+    run on llama.cpp: their LoRA exported to GGUF on the same base the untrained row uses (same weights the
+    adapter was trained against, several times faster than transformers on CPU)."""
+    hf = {v: f"{student},lora={students / v / 'lora.gguf'}" for v in VARIANTS}
     return [("T/T", teacher, teacher), ("S/T (untrained)", student, teacher), ("SD-T/T", hf["sd-t"], teacher),
             ("SD-R/T", hf["sd-r"], teacher), ("T/SE-T", teacher, hf["se-t"]), ("T/SE-A", teacher, hf["se-a"])]
 
@@ -183,6 +187,8 @@ def main() -> None:
                 check_time()
                 train(TrainConfig(base=args.student, data=str(out / "data" / f"{v}.jsonl"),
                                   out=str(out / "students" / v), epochs=args.epochs, max_len=max_len[v[:2]]))
+            if not (out / "students" / v / "lora.gguf").exists():
+                export_lora_gguf(out / "students" / v)
         if args.test_n:
             evaluate_round_robin(args.task, cells(teacher, student, out / "students"), out, args.test_n, args.chunk,
                                  check_time)

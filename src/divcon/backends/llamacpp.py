@@ -13,11 +13,12 @@ from divcon.backends.registry import resolve_gguf
 
 
 @lru_cache(maxsize=4)
-def _load(path: str, n_ctx: int, n_threads: int):
+def _load(path: str, n_ctx: int, n_threads: int, lora: str | None = None):
     """Loading a model takes seconds; pipelines that use one model as decomposer and solver share one instance."""
     from llama_cpp import Llama
 
-    llm = Llama(model_path=path, n_ctx=n_ctx, n_threads=n_threads, n_batch=512, verbose=False, seed=0)
+    llm = Llama(model_path=path, n_ctx=n_ctx, n_threads=n_threads, n_batch=512, verbose=False, seed=0,
+                lora_path=lora)
     _loaded.append(llm)
     return llm
 
@@ -37,7 +38,8 @@ def _close_all() -> None:
 class LlamaCppBackend:
     """``llamacpp:<alias>`` for an embedded model or ``llamacpp:/path/model.gguf`` for any GGUF file.
 
-    Options: ``ctx=`` context length (default 4096), ``threads=`` CPU threads (default: all cores).
+    Options: ``ctx=`` context length (default 4096), ``threads=`` CPU threads (default: all cores), ``lora=`` a
+    LoRA adapter GGUF applied on load (``divcon distill export`` writes one for a trained student).
     """
 
     def __init__(self, spec: ModelSpec):
@@ -48,10 +50,13 @@ class LlamaCppBackend:
             raise FileNotFoundError(f"GGUF file not found: {self.path}")
         self.n_ctx = int(spec.options.get("ctx", 4096))
         self.n_threads = int(spec.options.get("threads", os.cpu_count() or 2))
+        self.lora = spec.options.get("lora")
+        if self.lora and not Path(self.lora).exists():
+            raise FileNotFoundError(f"LoRA GGUF not found: {self.lora}")
 
     @property
     def llm(self):
-        return _load(str(self.path), self.n_ctx, self.n_threads)
+        return _load(str(self.path), self.n_ctx, self.n_threads, self.lora)
 
     def generate(self, requests: list[ChatRequest]) -> list[Generation]:
         out = []
