@@ -26,6 +26,8 @@ import time
 from pathlib import Path
 from typing import Callable
 
+from tqdm import tqdm
+
 from divcon.distill.build import build_dataset
 from divcon.distill.export import export_lora_gguf
 from divcon.distill.generate import generate_traces
@@ -177,8 +179,14 @@ def main() -> None:
             raise OutOfTime()
 
     try:
-        traces, _ = generate_traces(args.task, TRAIN_SPLIT[args.task], teacher, samples=args.samples, limit=args.train_n,
-                                    out_dir=out / "traces", on_progress=check_time)
+        with tqdm(desc="teacher traces", unit="trace") as bar:
+            def trace_progress(k: int, total: int, rec: dict | None) -> None:
+                bar.total = total
+                bar.update(k)
+                check_time()
+
+            traces, _ = generate_traces(args.task, TRAIN_SPLIT[args.task], teacher, samples=args.samples,
+                                        limit=args.train_n, out_dir=out / "traces", on_progress=trace_progress)
         for v in variants:
             if not (out / "data" / f"{v}.jsonl").exists():
                 build_dataset(traces, v, out / "data" / f"{v}.jsonl")
