@@ -94,3 +94,35 @@ def test_lora_smoke(cache, tmp_path):
     first = [load_backend(s).generate(req)[0].text.strip().splitlines()[0] for s in (spec, "llamacpp:smollm2-135m")]
     assert first[0] == gen.text.strip().splitlines()[0], (first, gen.text)
     assert first[1] != first[0]
+
+
+def test_training_resumes_from_checkpoint(cache, tmp_path, monkeypatch):
+    """A run that dies after its last checkpoint (here: in the loss plot, after training) is resumed by re-running
+    the same config: no step is trained again, the logged losses are kept, and the checkpoints are then removed."""
+    from divcon.backends.registry import ModelNotAvailable
+    from divcon.distill import train as T
+
+    data = tmp_path / "sd.jsonl"
+    tiny_set(data, n=8)
+    out = tmp_path / "student"
+    cfg = T.TrainConfig(base="smollm2-135m", data=str(data), out=str(out), max_steps=4, save_steps=2, lr=1e-3,
+                        max_len=256, batch_size=4, logging_steps=1)
+
+    def crash(*_a, **_k):
+        raise RuntimeError("killed")
+
+    monkeypatch.setattr(T, "plot_loss", crash)
+    try:
+        with pytest.raises(RuntimeError, match="killed"):
+            T.train(cfg)
+    except ModelNotAvailable as e:
+        pytest.skip(str(e))
+    assert (out / "checkpoints" / "checkpoint-4").is_dir() and not (out / "divcon_train.json").exists()
+    monkeypatch.undo()
+
+    with pytest.raises(ValueError, match="different training config"):
+        T.train(T.TrainConfig(**{**cfg.__dict__, "lr": 5e-4}))
+    s = T.train(cfg)
+    assert s["resumed_from_step"] == 4 and s["steps"] == 4
+    assert [json.loads(line)["step"] for line in (out / "train_log.jsonl").read_text().splitlines()] == [1, 2, 3, 4]
+    assert not (out / "checkpoints").exists() and (out / "adapter_model.safetensors").exists()

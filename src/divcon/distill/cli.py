@@ -96,6 +96,7 @@ def train(
     max_len: int = typer.Option(512, help="Max tokens per example (prompt + target)."),
     target_modules: str = typer.Option("q_proj,k_proj,v_proj,o_proj",
                                        help="LoRA target modules, comma-separated, or all-linear."),
+    save_steps: int = typer.Option(25, help="Checkpoint interval; re-running the same command resumes."),
 ) -> None:
     """LoRA fine-tune a student, loss on the assistant turn only. CPU unless a GPU is available."""
     from divcon.distill.train import TrainConfig, train as run_train
@@ -105,7 +106,7 @@ def train(
     try:
         s = run_train(TrainConfig(base=base, data=str(data), out=str(out), epochs=epochs, max_steps=max_steps,
                                   max_examples=max_examples, lr=lr, lora_r=lora_r, batch_size=batch_size,
-                                  max_len=max_len, target_modules=target_modules))
+                                  max_len=max_len, target_modules=target_modules, save_steps=save_steps))
     except (ValueError, RuntimeError, FileNotFoundError) as e:
         _fail(str(e))
     t = Table("examples", "steps", "device", "s/step", "total s", "peak RSS MB", "final loss")

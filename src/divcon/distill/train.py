@@ -8,12 +8,17 @@ embedded models' templates lack. :func:`check_labels` verifies the masking on th
 The output folder is a PEFT adapter whose ``adapter_config.json`` points at the base model's absolute path, plus the
 tokenizer, so ``load_backend("hf:<out>")`` serves the student directly. Alongside: ``divcon_train.json`` (config,
 sizes, time, peak memory, losses), ``train_log.jsonl`` (one line per logging step) and ``loss.png``.
+
+Training on a CPU takes tens of minutes, longer than a session may have left, so it checkpoints every ``save_steps``
+into ``<out>/checkpoints`` (adapter, optimizer, scheduler, RNG and data position) and a re-run with the same config
+resumes from the last one; the checkpoints are removed once the adapter is saved.
 """
 
 from __future__ import annotations
 
 import json
 import resource
+import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -41,6 +46,7 @@ class TrainConfig:
     max_examples: int | None = None  # the first N rows of the data
     seed: int = 0
     logging_steps: int = 5
+    save_steps: int = 25  # checkpoint interval; a re-run resumes from the last checkpoint
 
 
 def load_examples(path: Path, max_examples: int | None = None) -> list[dict]:
@@ -103,6 +109,7 @@ def train(cfg: TrainConfig) -> dict:
     from datasets import Dataset
     from peft import LoraConfig
     from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
+    from transformers.trainer_utils import get_last_checkpoint
     from trl import SFTConfig, SFTTrainer
 
     from divcon.backends.registry import EMBEDDED
@@ -121,16 +128,21 @@ def train(cfg: TrainConfig) -> dict:
     targets = cfg.target_modules if cfg.target_modules == "all-linear" else cfg.target_modules.split(",")
     lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
                       target_modules=targets, task_type="CAUSAL_LM")
+    ckpt_dir = out / "checkpoints"
+    resume = _resumable_checkpoint(ckpt_dir, cfg, get_last_checkpoint)
     args = SFTConfig(
-        output_dir=str(out), num_train_epochs=cfg.epochs, max_steps=cfg.max_steps,
+        output_dir=str(ckpt_dir), save_strategy="steps", save_steps=cfg.save_steps, save_total_limit=1,
+        num_train_epochs=cfg.epochs, max_steps=cfg.max_steps,
         learning_rate=cfg.lr, per_device_train_batch_size=cfg.batch_size,
         gradient_accumulation_steps=cfg.grad_accum, max_length=cfg.max_len, completion_only_loss=True,
-        logging_steps=cfg.logging_steps, save_strategy="no", report_to="none", seed=cfg.seed,
+        logging_steps=cfg.logging_steps, report_to="none", seed=cfg.seed,
         use_cpu=not gpu, bf16=gpu and torch.cuda.is_bf16_supported(), dataloader_num_workers=0,
     )
     log_path = out / "train_log.jsonl"
-    log_path.write_text("", encoding="utf-8")
-    log: list[dict] = []
+    resumed_step = int(Path(resume).name.split("-")[-1]) if resume else 0
+    # on resume keep the logged losses up to the checkpoint; the steps after it are trained again
+    log = [r for r in _read_log(log_path) if r["step"] <= resumed_step] if resume else []
+    log_path.write_text("".join(json.dumps(r) + "\n" for r in log), encoding="utf-8")
 
     class _LogLoss(TrainerCallback):
         """Appends each logged loss as it happens, so a long run can be watched (tail -f train_log.jsonl); also logs
@@ -143,7 +155,7 @@ def train(cfg: TrainConfig) -> dict:
         def on_log(self, args, state, control, logs=None, **kwargs):
             if logs and "loss" in logs:
                 row = {"step": state.global_step, "epoch": state.epoch, "loss": logs["loss"],
-                       "lr": logs.get("learning_rate"), "seconds": time.perf_counter() - t0}
+                       "lr": logs.get("learning_rate"), "seconds": time.perf_counter() - t0}  # of this process
                 log.append(row)
                 with open(log_path, "a", encoding="utf-8") as f:
                     f.write(json.dumps(row) + "\n")
@@ -152,7 +164,7 @@ def train(cfg: TrainConfig) -> dict:
                          peft_config=lora, callbacks=[_LogLoss()])
     label_check = check_labels(trainer.train_dataset, tok.eos_token_id)
     t_train = time.perf_counter()
-    result = trainer.train()
+    result = trainer.train(resume_from_checkpoint=resume)
     train_seconds = time.perf_counter() - t_train
     trainer.model.save_pretrained(str(out))
     tok.save_pretrained(str(out))
@@ -170,9 +182,10 @@ def train(cfg: TrainConfig) -> dict:
         "examples": len(rows),
         "examples_trained": len(trainer.train_dataset),  # trl drops examples whose target was truncated away
         "steps": result.global_step,
+        "resumed_from_step": resumed_step,
         **label_check,
-        "train_seconds": train_seconds,
-        "seconds_per_step": train_seconds / max(result.global_step, 1),
+        "train_seconds": train_seconds,  # of the last (resumed) process only
+        "seconds_per_step": train_seconds / max(result.global_step - resumed_step, 1),
         "total_seconds": time.perf_counter() - t0,
         "peak_rss_mb": _peak_rss_mb(),
         "peak_gpu_mb": torch.cuda.max_memory_allocated() / 2**20 if gpu else None,
@@ -180,4 +193,29 @@ def train(cfg: TrainConfig) -> dict:
         "mean_loss": result.training_loss,
     }
     write_json(out / "divcon_train.json", summary)
+    shutil.rmtree(ckpt_dir, ignore_errors=True)
     return summary
+
+
+def _read_log(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def _resumable_checkpoint(ckpt_dir: Path, cfg: TrainConfig, get_last_checkpoint) -> str | None:
+    """The last checkpoint of an interrupted run with this very config, else None. A checkpoint of another config
+    is refused rather than silently mixed into this run."""
+    cfg_path = ckpt_dir / "divcon_config.json"
+    if ckpt_dir.exists() and cfg_path.exists():
+        old = json.loads(cfg_path.read_text(encoding="utf-8"))
+        if old != asdict(cfg):
+            diff = sorted(k for k in set(old) | set(asdict(cfg)) if old.get(k) != asdict(cfg).get(k))
+            raise ValueError(f"{ckpt_dir} holds checkpoints of a different training config (differs in: "
+                             f"{', '.join(diff)}); delete it or use another --out")
+        last = get_last_checkpoint(str(ckpt_dir))
+        if last:
+            return last
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    write_json(cfg_path, asdict(cfg))
+    return None
