@@ -79,8 +79,8 @@ def test_lora_smoke(cache, tmp_path):
     assert gen.text.strip()
     assert P.parse_subquestions(gen.text), gen.text  # it learned the numbered subquestion form
 
-    # the same adapter exported for llama.cpp, on the GGUF the HF base was converted from, says the same thing; the
-    # untrained base does not (a wrong export, e.g. q/k rows not permuted for rotary, garbles the first line)
+    # the same adapter exported for llama.cpp, on the GGUF the HF base was converted from, says what the HF student
+    # says, and the untrained base does not: the export carries the learned change, not just a loadable file
     pytest.importorskip("llama_cpp")
     from typer.testing import CliRunner
 
