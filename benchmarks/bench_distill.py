@@ -89,7 +89,7 @@ def report(out: Path, args: argparse.Namespace, teacher: str, student: str) -> s
             lines.append(f"| {v} | {t['examples_trained']} | {t['steps']} | {t['seconds_per_step']:.1f} | "
                          f"{t.get('final_loss', float('nan')):.3f} | {t['peak_rss_mb']:.0f} |")
         lines += ["", "Peak RSS is the high-water mark of the process that trained, which includes the teacher "
-                  "model (about 1.3 GB) when the traces were generated earlier in the same run.", ""]
+                  "model when the traces were generated earlier in the same run.", ""]
     runs = {label: read_records(run_dir_of(out, label)) for label, _, _ in cells(teacher, student, out / "students")}
     started = [recs for recs in runs.values() if recs]
     common = set.intersection(*({r["id"] for r in recs} for recs in started)) if started else set()
