@@ -32,15 +32,14 @@ def _permute(w: np.ndarray, n_head: int) -> np.ndarray:
     return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
 
 
-def base_config(adapter_dir: Path) -> dict:
+def base_config(adapter_cfg: dict, alias: str) -> dict:
     """The base model's HF config: from the folder the adapter names, else re-made from the alias it was trained
     on (a fresh machine has no copy of the converted base yet)."""
-    cfg = json.loads((adapter_dir / "adapter_config.json").read_text(encoding="utf-8"))
-    base = Path(cfg.get("base_model_name_or_path") or "")
+    base = Path(adapter_cfg.get("base_model_name_or_path") or "")
     if not (base / "config.json").exists():
         from divcon.backends.transformers_backend import resolve_base
 
-        base = resolve_base(base_alias(adapter_dir))
+        base = resolve_base(alias)
     return json.loads((base / "config.json").read_text(encoding="utf-8"))
 
 
@@ -64,8 +63,13 @@ def export_lora_gguf(adapter_dir: Path, out: Path | None = None) -> tuple[Path, 
 
     adapter_dir = Path(adapter_dir)
     out = Path(out) if out else adapter_dir / "lora.gguf"
+    alias = base_alias(adapter_dir)  # every check runs before the file is opened: no half-written GGUF on error
     acfg = json.loads((adapter_dir / "adapter_config.json").read_text(encoding="utf-8"))
-    hf = base_config(adapter_dir)
+    if acfg.get("rank_pattern") or acfg.get("alpha_pattern"):
+        raise ExportError("per-module ranks or alphas cannot be written as one llama.cpp LoRA alpha")
+    # llama.cpp scales by alpha / r; rank-stabilised LoRA scales by alpha / sqrt(r)
+    alpha = float(acfg["lora_alpha"]) * (float(acfg["r"]) ** 0.5 if acfg.get("use_rslora") else 1.0)
+    hf = base_config(acfg, alias)
     if hf.get("model_type") not in ARCHS:
         raise ExportError(f"no GGUF LoRA export for model_type {hf.get('model_type')!r} (supported: "
                           f"{', '.join(ARCHS)})")
@@ -86,17 +90,14 @@ def export_lora_gguf(adapter_dir: Path, out: Path | None = None) -> tuple[Path, 
         if name is None:
             raise ExportError(f"no GGUF name for {hf_name}")
         pairs.setdefault(name, {})[part] = value.astype(np.float32)
+    incomplete = [name for name, ab in pairs.items() if set(ab) != {"a", "b"}]
+    if incomplete:
+        raise ExportError(f"LoRA A or B matrix missing for {', '.join(sorted(incomplete))}")
     writer = gguf.GGUFWriter(str(out), gguf.MODEL_ARCH_NAMES[arch])
     writer.add_string(gguf.Keys.General.TYPE, gguf.GGUFType.ADAPTER)
     writer.add_string(gguf.Keys.Adapter.TYPE, "lora")
-    if acfg.get("rank_pattern") or acfg.get("alpha_pattern"):
-        raise ExportError("per-module ranks or alphas cannot be written as one llama.cpp LoRA alpha")
-    # llama.cpp scales by alpha / r; rank-stabilised LoRA scales by alpha / sqrt(r)
-    alpha = float(acfg["lora_alpha"]) * (float(acfg["r"]) ** 0.5 if acfg.get("use_rslora") else 1.0)
     writer.add_float32(gguf.Keys.Adapter.LORA_ALPHA, alpha)
     for name, ab in sorted(pairs.items()):
-        if set(ab) != {"a", "b"}:
-            raise ExportError(f"{name}: LoRA A or B matrix missing")
         b = ab["b"]
         if permutes and ".attn_q." in name:
             b = _permute(b, n_head)
@@ -108,4 +109,4 @@ def export_lora_gguf(adapter_dir: Path, out: Path | None = None) -> tuple[Path, 
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
     writer.close()
-    return out, f"llamacpp:{base_alias(adapter_dir)},lora={out}"
+    return out, f"llamacpp:{alias},lora={out}"
