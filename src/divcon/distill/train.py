@@ -23,7 +23,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from divcon.runs import write_json
+from divcon.runs import ConfigMismatch, open_run, write_json
 
 
 @dataclass
@@ -109,7 +109,6 @@ def train(cfg: TrainConfig) -> dict:
     from datasets import Dataset
     from peft import LoraConfig
     from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
-    from transformers.trainer_utils import get_last_checkpoint
     from trl import SFTConfig, SFTTrainer
 
     from divcon.backends.registry import EMBEDDED
@@ -129,7 +128,7 @@ def train(cfg: TrainConfig) -> dict:
     lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
                       target_modules=targets, task_type="CAUSAL_LM")
     ckpt_dir = out / "checkpoints"
-    resume = _resumable_checkpoint(ckpt_dir, cfg, get_last_checkpoint)
+    resume = _resumable_checkpoint(ckpt_dir, cfg)
     args = SFTConfig(
         output_dir=str(ckpt_dir), save_strategy="steps", save_steps=cfg.save_steps, save_total_limit=1,
         num_train_epochs=cfg.epochs, max_steps=cfg.max_steps,
@@ -203,19 +202,13 @@ def _read_log(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
-def _resumable_checkpoint(ckpt_dir: Path, cfg: TrainConfig, get_last_checkpoint) -> str | None:
-    """The last checkpoint of an interrupted run with this very config, else None. A checkpoint of another config
-    is refused rather than silently mixed into this run."""
-    cfg_path = ckpt_dir / "divcon_config.json"
-    if ckpt_dir.exists() and cfg_path.exists():
-        old = json.loads(cfg_path.read_text(encoding="utf-8"))
-        if old != asdict(cfg):
-            diff = sorted(k for k in set(old) | set(asdict(cfg)) if old.get(k) != asdict(cfg).get(k))
-            raise ValueError(f"{ckpt_dir} holds checkpoints of a different training config (differs in: "
-                             f"{', '.join(diff)}); delete it or use another --out")
-        last = get_last_checkpoint(str(ckpt_dir))
-        if last:
-            return last
-    ckpt_dir.mkdir(parents=True, exist_ok=True)
-    write_json(cfg_path, asdict(cfg))
-    return None
+def _resumable_checkpoint(ckpt_dir: Path, cfg: TrainConfig) -> str | None:
+    """The last checkpoint of an interrupted run with this very config, else None. The checkpoint dir is opened like
+    a run dir, so checkpoints of another config are refused rather than silently mixed into this run."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    try:
+        open_run(ckpt_dir, asdict(cfg))
+    except ConfigMismatch as e:
+        raise ValueError(f"checkpoints of a different training config: {e}") from None
+    return get_last_checkpoint(str(ckpt_dir))
