@@ -56,9 +56,9 @@ def cells(teacher: str, student: str, students: Path) -> list[tuple[str, str, st
     """(label, decomposer, solver) in the order of the paper's Table 1 rows that this benchmark covers. Students
     run on llama.cpp: their LoRA exported to GGUF on the same base the untrained row uses (same weights the
     adapter was trained against, several times faster than transformers on CPU)."""
-    hf = {v: f"{student},lora={students / v / 'lora.gguf'}" for v in VARIANTS}
-    return [("T/T", teacher, teacher), ("S/T (untrained)", student, teacher), ("SD-T/T", hf["sd-t"], teacher),
-            ("SD-R/T", hf["sd-r"], teacher), ("T/SE-T", teacher, hf["se-t"]), ("T/SE-A", teacher, hf["se-a"])]
+    lora = {v: f"{student},lora={students / v / 'lora.gguf'}" for v in VARIANTS}
+    return [("T/T", teacher, teacher), ("S/T (untrained)", student, teacher), ("SD-T/T", lora["sd-t"], teacher),
+            ("SD-R/T", lora["sd-r"], teacher), ("T/SE-T", teacher, lora["se-t"]), ("T/SE-A", teacher, lora["se-a"])]
 
 
 def run_dir_of(out: Path, label: str) -> Path:
@@ -124,8 +124,9 @@ def report(out: Path, args: argparse.Namespace, teacher: str, student: str) -> s
 
 def evaluate_round_robin(task: str, rows: list[tuple[str, str, str]], out: Path, test_n: int, chunk: int,
                          check_time: Callable[..., None]) -> None:
-    """Evaluate every row ``chunk`` questions at a time until all have ``test_n``. Each round reloads the models
-    (seconds) and resumes each run from its records, so stopping anywhere loses at most one question per row."""
+    """Evaluate every row ``chunk`` questions at a time until all have ``test_n``. Each round resumes each run from
+    its records (the loaded models stay cached in the llama.cpp backend), so stopping anywhere loses at most the
+    question in progress."""
     pending = list(rows)
     while pending:
         for row in list(pending):
