@@ -124,13 +124,22 @@ def report(out: Path, args: argparse.Namespace, teacher: str, student: str) -> s
 
 def evaluate_round_robin(task: str, rows: list[tuple[str, str, str]], out: Path, test_n: int, chunk: int,
                          check_time: Callable[..., None]) -> None:
-    """Evaluate every row ``chunk`` questions at a time until all have ``test_n``. Each round resumes each run from
-    its records (the loaded models stay cached in the llama.cpp backend), so stopping anywhere loses at most the
-    question in progress."""
+    """Evaluate the rows in rounds until all have ``test_n`` questions. Each round raises every row to the same
+    level, ``chunk`` above the row that has fewest (a row already there waits), so a run cut short leaves the rows
+    at about the same n even when they started unequal (say one row filled from an earlier benchmark's cache).
+    Each run resumes from its records (the loaded models stay cached in the llama.cpp backend), so stopping
+    anywhere loses at most the question in progress."""
+    def have(label: str) -> int:
+        return len(read_records(run_dir_of(out, label)))
+
     pending = list(rows)
     while pending:
+        level = min(have(label) for label, _, _ in pending) + chunk
         for row in list(pending):
             label, dec, sol = row
+            quota = level - have(label)
+            if quota <= 0:
+                continue
             added = 0
 
             def progress(_k: int, _total: int, rec: dict | None) -> None:
@@ -138,7 +147,7 @@ def evaluate_round_robin(task: str, rows: list[tuple[str, str, str]], out: Path,
                 check_time()
                 if rec is not None:
                     added += 1
-                    if added >= chunk:
+                    if added >= quota:
                         raise ChunkDone()
 
             try:
@@ -147,7 +156,7 @@ def evaluate_round_robin(task: str, rows: list[tuple[str, str, str]], out: Path,
                 print(f"{label}: done, n={s['n']} {s['metrics']}", flush=True)
                 pending.remove(row)
             except ChunkDone:
-                print(f"{label}: {len(read_records(run_dir_of(out, label)))}/{test_n}", flush=True)
+                print(f"{label}: {have(label)}/{test_n}", flush=True)
 
 
 def main() -> None:
@@ -164,6 +173,8 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=None, help="default reports/bench_distill (gsm8k), "
                                                            "reports/bench_distill_<task> otherwise")
     ap.add_argument("--stop-after", type=float, default=None, help="minutes; stop cleanly between examples")
+    ap.add_argument("--report-only", action="store_true",
+                    help="rewrite the report from the run files already there; load and run no model")
     args = ap.parse_args()
     variants = args.variants.split(",")
     if set(variants) - set(VARIANTS):
@@ -175,6 +186,9 @@ def main() -> None:
     # a question with a passage (DROP) needs room for it, or the target would be truncated away
     max_len = {"sd": 1024, "se": 1280} if get_task(args.task).family == "reading" else {"sd": 256, "se": 448}
     deadline = time.monotonic() + args.stop_after * 60 if args.stop_after else None
+    if args.report_only:
+        print(report(out, args, teacher, student))
+        return
 
     def check_time(*_: object) -> None:
         if deadline and time.monotonic() > deadline:
