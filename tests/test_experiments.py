@@ -197,7 +197,7 @@ def _fixture_run(run_dir: Path) -> None:
         lines.append(json.dumps({
             "id": f"q{i}", "question": "?", "golds": ["1"], "mode": "two-stage", "subquestions": ["a?", "b?"],
             "outputs": {}, "final_output": "", "truncated": False, "answer": "1", "answer_source": "marker",
-            "metrics": {"em": em, "lenient": 1.0}, "wall_seconds": 2.0,
+            "metrics": {"em": em, "lenient": 1.0}, "wall_seconds": 0.5,
             "usage": [
                 {"stage": "decompose", "model": "llamacpp:smollm2-135m", "tokens_in": 100, "tokens_out": 20,
                  "seconds": 0.5, "calls": 1, "cached": False},
@@ -228,7 +228,8 @@ def test_report_numbers_match_hand_computation(tmp_path: Path, monkeypatch: pyte
     assert row["big_dollars"] == pytest.approx(big_dollars)
     assert row["dollars"] == pytest.approx(big_dollars + small_dollars)
     assert price_of("llamacpp:qwen2.5-1.5b").dollars(big_in, big_out) == pytest.approx(big_dollars)
-    assert row["model_seconds"] == pytest.approx(8.0) and row["seconds_per_question"] == pytest.approx(2.0)
+    assert row["model_seconds"] == pytest.approx(8.0) and row["model_seconds_per_question"] == pytest.approx(2.0)
+    assert row["wall_seconds_per_question"] == pytest.approx(0.5)
     lo, hi = row["ci95"]
     assert lo <= 0.75 <= hi
     md = (tmp_path / "rep" / "report.md").read_text()

@@ -82,7 +82,8 @@ def _row(run: Run, summary: dict, big: str | None) -> dict[str, Any]:
         "big_tokens_per_question": (bm["tokens_in"] + bm["tokens_out"]) / n,
         "big_dollars": summary["big_model_dollars"], "big_dollars_per_question": summary["big_model_dollars"] / n,
         "dollars": summary["dollars"], "model_seconds": summary["model_seconds"],
-        "seconds_per_question": summary["wall_seconds"] / n, "answer_source": summary["answer_source"],
+        "model_seconds_per_question": summary["model_seconds"] / n,
+        "wall_seconds_per_question": summary["wall_seconds"] / n, "answer_source": summary["answer_source"],
         "mean_subquestions": summary["mean_subquestions"], "truncated": summary["truncated"],
     }
 
@@ -160,10 +161,10 @@ def _task_blocks(t: dict, big: str | None) -> list[Block]:
                      f"{r['metric']:.3f} [{r['ci95'][0]:.3f}, {r['ci95'][1]:.3f}]", extra,
                      f"{r['big_tokens_in']}/{r['big_tokens_out']}", f"{r['other_tokens_in']}/{r['other_tokens_out']}",
                      _fmt_money(r["big_dollars"]), _fmt_money(r["dollars"]), f"{r['model_seconds']:.1f}",
-                     f"{r['seconds_per_question']:.2f}"])
+                     f"{r['model_seconds_per_question']:.2f}"])
     blocks.append(("table", ["label", "mode", "decomposer", "solver", "n", f"{p} [95% CI]", "extra (not primary)",
                              f"big-model tokens in/out ({short_name(big)})", "other models tokens in/out",
-                             "big-model $", "total $", "model s", "s/question"], rows))
+                             "big-model $", "total $", "model s", "model s/question"], rows))
     if t["pareto"]:
         blocks.append(("p", "Pareto front (big-model $ per question vs " + p + "): "
                        + ", ".join(t["rows"][i]["label"] for i in t["pareto"]) + "."))
@@ -209,7 +210,9 @@ def _notes(tasks: list[dict], big: str | None, empty: list[str]) -> list[Block]:
               "priced as in the paper, reference $ x parameters / reference parameters (`resources/prices.json`, "
               "override with $DIVCON_PRICES). Calls answered from the shared call cache count the tokens and "
               "seconds of their original computation, so a stage shared by two cells costs each what it would "
-              "have cost alone; s/question is wall time and shrinks on cached re-runs."),
+              "have cost alone. Model seconds are the models' own generation time as logged with each call (so a "
+              "cached re-run reports the same figure); the wall time of the run itself, which shrinks on cached "
+              "re-runs, is in report.json (wall_seconds_per_question)."),
     ]
     if empty:
         blocks.append(("p", "Run dirs with no records yet, left out: " + ", ".join(empty) + "."))
