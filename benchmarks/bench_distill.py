@@ -195,10 +195,10 @@ def main() -> None:
     teacher, student = args.teacher, f"llamacpp:{args.student}"
     # a question with a passage (DROP) needs room for it, or the target would be truncated away
     max_len = {"sd": 1024, "se": 1280} if get_task(args.task).family == "reading" else {"sd": 256, "se": 448}
-    deadline = time.monotonic() + args.stop_after * 60 if args.stop_after else None
     if args.report_only:
         print(report(out, args, teacher, student))
         return
+    deadline = time.monotonic() + args.stop_after * 60 if args.stop_after else None
 
     def check_time(*_: object) -> None:
         if deadline and time.monotonic() > deadline:
