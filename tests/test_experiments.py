@@ -265,3 +265,21 @@ def test_pareto_front() -> None:
     # (2, .4) is beaten by (1, .5); (3, .7) by (2, .7)
     assert pareto_front(pts) == [4, 0, 2, 5]
     assert pareto_front([(1.0, 1.0), (1.0, 1.0)]) == [0, 1]
+
+
+def test_plot_labels_of_close_points_do_not_overlap() -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from divcon.experiments.report import _label_lifts
+
+    fig, ax = plt.subplots(figsize=(5, 4))
+    ax.set_xlim(0, 10)
+    ax.set_ylim(0, 1)
+    xs, ys = [0.0, 0.0, 0.05, 9.0], [0.2, 0.2, 0.21, 0.9]
+    lifts = _label_lifts(ax, xs, ys, ["S/S", "S (single)", "S/T", "T/T"])
+    plt.close(fig)
+    assert lifts[0] == 0.0 and lifts[3] == 0.0  # nothing in the way: the label sits at its point
+    assert len(set(lifts[:3])) == 3  # three labels at (nearly) one point: three different heights

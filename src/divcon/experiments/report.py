@@ -111,6 +111,27 @@ def _static_vs_dynamic(rows: list[dict]) -> list[dict]:
     return pairs
 
 
+def _label_lifts(ax, xs: list[float], ys: list[float], labels: list[str], line_pt: float = 9.0) -> list[float]:
+    """Points by which to raise each label so that no two overlap: cells close in cost and quality (S/S and S single,
+    say) otherwise print their names on top of each other. Greedy, in the order given; sizes are estimated from the
+    font size, which is enough for short labels."""
+    fig = ax.figure
+    width_pt, height_pt = (ax.get_window_extent().size / fig.dpi * 72).tolist()
+    (x0, x1), (y0, y1) = ax.get_xlim(), ax.get_ylim()
+    placed: list[tuple[float, float, float, float]] = []
+    lifts = []
+    for x, y, label in zip(xs, ys, labels):
+        left = (x - x0) / (x1 - x0) * width_pt + 4
+        right = left + 4.2 * len(label)  # ~0.6 em per character at 7 pt
+        base = (y - y0) / (y1 - y0) * height_pt + 4
+        lift = 0.0
+        while any(left < r and l < right and base + lift < t and b < base + lift + line_pt for l, b, r, t in placed):
+            lift += line_pt
+        placed.append((left, base + lift, right, base + lift + line_pt))
+        lifts.append(lift)
+    return lifts
+
+
 def _plot(tasks: list[dict], big: str | None, path: Path) -> None:
     """One panel per task: big-model $ per question against the primary metric, 95% CI bars, Pareto front as a
     line."""
@@ -131,17 +152,19 @@ def _plot(tasks: list[dict], big: str | None, path: Path) -> None:
         err = [[y - r["ci95"][0] for y, r in zip(ys, rows)], [r["ci95"][1] - y for y, r in zip(ys, rows)]]
         ax.errorbar(xs, ys, yerr=err, fmt="none", ecolor="0.75", elinewidth=1, capsize=2)
         front = set(t["pareto"])
-        for i, (x, y, r) in enumerate(zip(xs, ys, rows)):
+        span = max(xs) or 1.0
+        ax.set_xlim(-0.05 * span, 1.35 * span)  # room on the right for the labels of the costliest points
+        for i, (x, y) in enumerate(zip(xs, ys)):
             ax.scatter([x], [y], marker="o" if i in front else "s", s=40, zorder=3,
                        color="tab:red" if i in front else "tab:blue")
-            ax.annotate(r["label"], (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
+        labels = [r["label"] for r in rows]
+        for (x, y, label), lift in zip(zip(xs, ys, labels), _label_lifts(ax, xs, ys, labels)):
+            ax.annotate(label, (x, y), textcoords="offset points", xytext=(4, 4 + lift), fontsize=7)
         ax.plot([xs[i] for i in t["pareto"]], [ys[i] for i in t["pareto"]], color="tab:red", lw=1.2, zorder=2,
                 label="Pareto front")
         ax.set_title(f"{t['task']} ({t['split']})")
         ax.set_xlabel("big-model $ per question" + (f" (x1e{exp})" if exp else "") + f", {short_name(big)}")
         ax.set_ylabel(t["primary"])
-        span = max(xs) or 1.0
-        ax.set_xlim(-0.05 * span, 1.35 * span)  # room on the right for the labels of the costliest points
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, loc="lower right")
     for ax in list(axes.flat)[len(tasks):]:
