@@ -104,11 +104,12 @@ def report(out: Path, args: argparse.Namespace, teacher: str, student: str) -> s
               f"Every row is scored on the same {len(common)} questions (those finished by every row started so far; "
               "rows not started are listed as such).", "",
               f"| decomposer / solver | n | {metric} | 95% CI | other metrics | teacher tokens in | "
-              "teacher tokens out | teacher $ per 1k questions | s/question |", "|---|---|---|---|---|---|---|---|---|"]
+              "teacher tokens out | teacher $ per 1k questions | s/question | subquestions / question (none) |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
     results = {}
     for label, recs in runs.items():
         if not recs:
-            lines.append(f"| {label} | 0 | not run yet | | | | | | |")
+            lines.append(f"| {label} | 0 | not run yet | | | | | | | |")
             continue
         recs = [r for r in recs if r["id"] in common]
         s = summarize(recs, json.loads((run_dir_of(out, label) / "config.json").read_text()), big=teacher)
@@ -118,10 +119,13 @@ def report(out: Path, args: argparse.Namespace, teacher: str, student: str) -> s
         results[label] = s
         lines.append(f"| {label} | {s['n']} | {s['metrics'][metric]:.3f} | [{lo:.3f}, {hi:.3f}] | "
                      f"{others} | {t['tokens_in']} | {t['tokens_out']} | {1000 * t['dollars'] / s['n']:.4f} | "
-                     f"{s['model_seconds'] / max(s['n'], 1):.1f} |")
+                     f"{s['model_seconds'] / max(s['n'], 1):.1f} | "
+                     f"{s['mean_subquestions']:.2f} ({s['no_subquestions']}) |")
     lines += ["", "Teacher $ prices the 1.5B teacher as in the paper (reference API price x params / 175B); "
               "the student's own tokens are in report.json. `lenient` (math only) is the paper's scoring, where any "
-              "number in the output equal to gold counts; it is shown as an extra, never as the metric."]
+              "number in the output equal to gold counts; it is shown as an extra, never as the metric. "
+              "(none) counts questions whose decomposition gave the solver no subquestions (\"No decomposition "
+              "needed.\" or nothing parseable): those are solved as if single-stage."]
     return _write_report(out, lines, {"counts": counts, "students": trained, "runs": results})
 
 

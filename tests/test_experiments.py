@@ -195,7 +195,8 @@ def _fixture_run(run_dir: Path) -> None:
     lines = []
     for i, em in enumerate([1.0, 0.0, 1.0, 1.0]):
         lines.append(json.dumps({
-            "id": f"q{i}", "question": "?", "golds": ["1"], "mode": "two-stage", "subquestions": ["a?", "b?"],
+            "id": f"q{i}", "question": "?", "golds": ["1"], "mode": "two-stage",
+            "subquestions": [] if i == 1 else ["a?", "b?"],
             "outputs": {}, "final_output": "", "truncated": False, "answer": "1", "answer_source": "marker",
             "metrics": {"em": em, "lenient": 1.0}, "wall_seconds": 0.5,
             "usage": [
@@ -233,6 +234,8 @@ def test_report_numbers_match_hand_computation(tmp_path: Path, monkeypatch: pyte
     lo, hi = row["ci95"]
     assert lo <= 0.75 <= hi
     md = (tmp_path / "rep" / "report.md").read_text()
+    assert row["no_subquestions"] == 1 and row["mean_subquestions"] == pytest.approx(1.5)
+    assert "Decompositions" in md and "| 1.50 | 1 of 4 |" in md
     assert "0.750 [" in md and "Data splits" in md and "passage-hashed" in md and "extra (not primary)" in md
 
 

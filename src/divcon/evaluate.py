@@ -141,6 +141,9 @@ def summarize(records: list[dict], cfg: dict, prices: dict | None = None, big: s
         "answer_source": dict(sources),
         "truncated": sum(1 for r in records if r.get("truncated")),
         "mean_subquestions": sum(len(r["subquestions"]) for r in records) / n if n else 0.0,
+        # two-stage questions the solver answered with no subquestions: "No decomposition needed." or nothing
+        # parseable. A decomposer that mostly lands here leaves the solver alone, which is then single-stage.
+        "no_subquestions": sum(1 for r in records if r.get("mode") == "two-stage" and not r["subquestions"]),
         "by_model": by_model,
         "by_stage": by_stage,
         "tokens_in": sum(v["tokens_in"] for v in by_model.values()),

@@ -84,7 +84,8 @@ def _row(run: Run, summary: dict, big: str | None) -> dict[str, Any]:
         "dollars": summary["dollars"], "model_seconds": summary["model_seconds"],
         "model_seconds_per_question": summary["model_seconds"] / n,
         "wall_seconds_per_question": summary["wall_seconds"] / n, "answer_source": summary["answer_source"],
-        "mean_subquestions": summary["mean_subquestions"], "truncated": summary["truncated"],
+        "mean_subquestions": summary["mean_subquestions"], "no_subquestions": summary["no_subquestions"],
+        "truncated": summary["truncated"],
     }
 
 
@@ -195,6 +196,17 @@ def _task_blocks(t: dict, big: str | None) -> list[Block]:
     blocks.append(("table", ["label", "model", "tokens in", "tokens out", "calls", "model s", "$"],
                    [[r["label"], m, str(u["tokens_in"]), str(u["tokens_out"]), str(u["calls"]), f"{u['seconds']:.1f}",
                      _fmt_money(u["dollars"])] for r in t["rows"] for m, u in r["by_model"].items()]))
+    two_stage = [r for r in t["rows"] if r["mode"] == "two-stage"]
+    if two_stage:
+        blocks.append(("h3", "Decompositions"))
+        blocks.append(("p", "Subquestions the solver received. A question with none (the decomposer wrote \"No "
+                            "decomposition needed.\" or nothing parseable) is solved as if single-stage, so a row "
+                            "with many such questions measures its solver more than its decomposer. The last column "
+                            "counts questions where some stage's output was cut off at the token limit."))
+        blocks.append(("table", ["label", "decomposer", "subquestions per question", "questions with none",
+                                 "questions with a truncated output"],
+                       [[r["label"], short_name(r["decomposer"]), f"{r['mean_subquestions']:.2f}",
+                         f"{r['no_subquestions']} of {r['n']}", str(r["truncated"])] for r in two_stage]))
     if t["static_vs_dynamic"]:
         blocks.append(("h3", "Static (two-stage) vs dynamic"))
         blocks.append(("table", ["decomposer", "solver", f"static {p}", f"dynamic {p}", "static tokens/q",
