@@ -108,14 +108,15 @@ def solve(
 
 def summary_table(summaries: list[dict]) -> Table:
     t = Table("task", "mode", "decomposer", "solver", "n", "metric", "tokens in", "tokens out", "big-model $",
-              "total $", "s/question")
+              "total $", "s/question", "subq/q (none)")
     for s in summaries:
         primary = s["primary"]
         extra = ", ".join(f"{k} {v:.3f}" for k, v in s["metrics"].items() if k != primary)
         t.add_row(s["task"], s["mode"], str(s["decomposer"] or "-"), s["solver"], str(s["n"]),
                   f"{primary} {s['metrics'].get(primary, 0):.3f}" + (f" ({extra})" if extra else ""),
                   str(s["tokens_in"]), str(s["tokens_out"]), f"{s['big_model_dollars']:.5f}", f"{s['dollars']:.5f}",
-                  f"{s['wall_seconds'] / max(s['n'], 1):.1f}")
+                  f"{s['wall_seconds'] / max(s['n'], 1):.1f}",
+                  f"{s['mean_subquestions']:.2f} ({s['no_subquestions']})" if s["mode"] == "two-stage" else "-")
     return t
 
 
