@@ -103,27 +103,38 @@ def report(out: Path, args: argparse.Namespace, teacher: str, student: str) -> s
     lines += [f"## {task.name} {task.default_split}", "",
               f"Every row is scored on the same {len(common)} questions (those finished by every row started so far; "
               "rows not started are listed as such).", "",
-              f"| decomposer / solver | n | {metric} | 95% CI | other metrics | teacher tokens in | "
+              f"| decomposer / solver | n | {metric} | 95% CI | minus T/T, paired [95% CI] | other metrics | "
+              "teacher tokens in | "
               "teacher tokens out | teacher $ per 1k questions | s/question | subquestions / question (none) |",
-              "|---|---|---|---|---|---|---|---|---|---|"]
+              "|---|---|---|---|---|---|---|---|---|---|---|"]
     results = {}
+    # per-question scores of the reference row, to compare every row with it on the same questions (paired)
+    ref = {r["id"]: r["metrics"][metric] for r in runs.get("T/T", []) if r["id"] in common}
     for label, recs in runs.items():
         if not recs:
-            lines.append(f"| {label} | 0 | not run yet | | | | | | | |")
+            lines.append(f"| {label} | 0 | not run yet | | | | | | | | |")
             continue
         recs = [r for r in recs if r["id"] in common]
         s = summarize(recs, json.loads((run_dir_of(out, label) / "config.json").read_text()), big=teacher)
         lo, hi = bootstrap_ci([r["metrics"][metric] for r in recs])
+        diffs = [r["metrics"][metric] - ref[r["id"]] for r in recs if r["id"] in ref]
+        paired = "-"
+        if label != "T/T" and diffs:
+            d_lo, d_hi = bootstrap_ci(diffs)
+            s["minus_teacher_pipeline"] = {"mean": sum(diffs) / len(diffs), "ci95": [d_lo, d_hi], "n": len(diffs)}
+            paired = f"{sum(diffs) / len(diffs):+.3f} [{d_lo:+.3f}, {d_hi:+.3f}]"
         others = ", ".join(f"{k} {v:.3f}" for k, v in s["metrics"].items() if k != metric)
         t = s["by_model"].get(teacher, {"tokens_in": 0, "tokens_out": 0, "dollars": 0.0})
         results[label] = s
-        lines.append(f"| {label} | {s['n']} | {s['metrics'][metric]:.3f} | [{lo:.3f}, {hi:.3f}] | "
+        lines.append(f"| {label} | {s['n']} | {s['metrics'][metric]:.3f} | [{lo:.3f}, {hi:.3f}] | {paired} | "
                      f"{others} | {t['tokens_in']} | {t['tokens_out']} | {1000 * t['dollars'] / s['n']:.4f} | "
                      f"{s['model_seconds'] / max(s['n'], 1):.1f} | "
                      f"{s['mean_subquestions']:.2f} ({s['no_subquestions']}) |")
     lines += ["", "Teacher $ prices the 1.5B teacher as in the paper (reference API price x params / 175B); "
               "the student's own tokens are in report.json. `lenient` (math only) is the paper's scoring, where any "
               "number in the output equal to gold counts; it is shown as an extra, never as the metric. "
+              "The paired column is the mean per-question difference from T/T with a bootstrap interval over "
+              "questions; an interval that excludes 0 is a difference these n can tell. "
               "(none) counts questions whose decomposition gave the solver no subquestions (\"No decomposition "
               "needed.\" or nothing parseable): those are solved as if single-stage."]
     return _write_report(out, lines, {"counts": counts, "students": trained, "runs": results})
