@@ -104,8 +104,8 @@ def report(out: Path, args: argparse.Namespace, teacher: str, student: str) -> s
               f"Every row is scored on the same {len(common)} questions (those finished by every row started so far; "
               "rows not started are listed as such).", "",
               f"| decomposer / solver | n | {metric} | 95% CI | minus T/T, paired [95% CI] | other metrics | "
-              "teacher tokens in | "
-              "teacher tokens out | teacher $ per 1k questions | s/question | subquestions / question (none) |",
+              "teacher tokens in | teacher tokens out | teacher $ per 1k questions | s/question | "
+              "subquestions / question (none) |",
               "|---|---|---|---|---|---|---|---|---|---|---|"]
     results = {}
     # per-question scores of the reference row, to compare every row with it on the same questions (paired)
