@@ -33,6 +33,7 @@ from divcon.distill.export import export_lora_gguf
 from divcon.distill.generate import generate_traces
 from divcon.distill.train import TrainConfig, train
 from divcon.evaluate import evaluate, summarize
+from divcon.experiments.report import NO_SUBQUESTIONS_NOTE
 from divcon.experiments.stats import bootstrap_ci
 from divcon.pipeline import PipelineConfig
 from divcon.runs import read_records
@@ -120,9 +121,9 @@ def report(out: Path, args: argparse.Namespace, teacher: str, student: str) -> s
         diffs = [r["metrics"][metric] - ref[r["id"]] for r in recs if r["id"] in ref]
         paired = "-"
         if label != "T/T" and diffs:
-            d_lo, d_hi = bootstrap_ci(diffs)
-            s["minus_teacher_pipeline"] = {"mean": sum(diffs) / len(diffs), "ci95": [d_lo, d_hi], "n": len(diffs)}
-            paired = f"{sum(diffs) / len(diffs):+.3f} [{d_lo:+.3f}, {d_hi:+.3f}]"
+            mean, (d_lo, d_hi) = sum(diffs) / len(diffs), bootstrap_ci(diffs)
+            s["minus_teacher_pipeline"] = {"mean": mean, "ci95": [d_lo, d_hi], "n": len(diffs)}
+            paired = f"{mean:+.3f} [{d_lo:+.3f}, {d_hi:+.3f}]"
         others = ", ".join(f"{k} {v:.3f}" for k, v in s["metrics"].items() if k != metric)
         t = s["by_model"].get(teacher, {"tokens_in": 0, "tokens_out": 0, "dollars": 0.0})
         results[label] = s
@@ -135,8 +136,7 @@ def report(out: Path, args: argparse.Namespace, teacher: str, student: str) -> s
               "number in the output equal to gold counts; it is shown as an extra, never as the metric. "
               "The paired column is the mean per-question difference from T/T with a bootstrap interval over "
               "questions; an interval that excludes 0 is a difference these n can tell. "
-              "(none) counts questions whose decomposition gave the solver no subquestions (\"No decomposition "
-              "needed.\" or nothing parseable): those are solved as if single-stage."]
+              f"(none): questions whose decomposition gave the solver no subquestions. {NO_SUBQUESTIONS_NOTE}"]
     return _write_report(out, lines, {"counts": counts, "students": trained, "runs": results})
 
 

@@ -20,6 +20,7 @@ from typing import Any
 
 from divcon.evaluate import big_model, summarize
 from divcon.experiments.grid import derived_label, read_grid_json, short_name
+from divcon.pipeline.prompts import NO_DECOMPOSITION
 from divcon.experiments.stats import bootstrap_ci, pareto_front
 from divcon.runs import read_records, write_json
 
@@ -112,6 +113,12 @@ def _static_vs_dynamic(rows: list[dict]) -> list[dict]:
     return pairs
 
 
+# Why a report counts the questions a decomposer gave no subquestions (shared with benchmarks/bench_distill.py).
+NO_SUBQUESTIONS_NOTE = (f"A question with none (the decomposer wrote \"{NO_DECOMPOSITION}\" or nothing parseable) is "
+                        "solved as if single-stage, so a row with many such questions measures its solver more than "
+                        "its decomposer.")
+
+
 def _label_lifts(ax, xs: list[float], ys: list[float], labels: list[str], line_pt: float = 9.0) -> list[float]:
     """Points by which to raise each label so that no two overlap: cells close in cost and quality (S/S and S single,
     say) otherwise print their names on top of each other. Greedy, in the order given; sizes are estimated from the
@@ -159,7 +166,7 @@ def _plot(tasks: list[dict], big: str | None, path: Path) -> None:
             ax.scatter([x], [y], marker="o" if i in front else "s", s=40, zorder=3,
                        color="tab:red" if i in front else "tab:blue")
         labels = [r["label"] for r in rows]
-        for (x, y, label), lift in zip(zip(xs, ys, labels), _label_lifts(ax, xs, ys, labels)):
+        for x, y, label, lift in zip(xs, ys, labels, _label_lifts(ax, xs, ys, labels)):
             ax.annotate(label, (x, y), textcoords="offset points", xytext=(4, 4 + lift), fontsize=7)
         ax.plot([xs[i] for i in t["pareto"]], [ys[i] for i in t["pareto"]], color="tab:red", lw=1.2, zorder=2,
                 label="Pareto front")
@@ -199,10 +206,8 @@ def _task_blocks(t: dict, big: str | None) -> list[Block]:
     two_stage = [r for r in t["rows"] if r["mode"] == "two-stage"]
     if two_stage:
         blocks.append(("h3", "Decompositions"))
-        blocks.append(("p", "Subquestions the solver received. A question with none (the decomposer wrote \"No "
-                            "decomposition needed.\" or nothing parseable) is solved as if single-stage, so a row "
-                            "with many such questions measures its solver more than its decomposer. The last column "
-                            "counts questions where some stage's output was cut off at the token limit."))
+        blocks.append(("p", f"Subquestions the solver received. {NO_SUBQUESTIONS_NOTE} The last column counts "
+                            "questions where some stage's output was cut off at the token limit."))
         blocks.append(("table", ["label", "decomposer", "subquestions per question", "questions with none",
                                  "questions with a truncated output"],
                        [[r["label"], short_name(r["decomposer"]), f"{r['mean_subquestions']:.2f}",
