@@ -36,6 +36,27 @@ def test_extract_math(output, answer, source):
     assert extract_math(output) == (answer, source)
 
 
+@pytest.mark.parametrize("output,answer", [
+    ("The answer is 10 + 90 = 100.", "100"),
+    ("The answer is $10 \\times 3 = $30.", "$30"),
+    ("Final answer: 3 * 4 = 12 apples", "12 apples"),
+    ("The answer is 10 + 90 = 100. Check: 100 - 90 = 10.", "100"),
+    ("Thus \\boxed{10+90=100}.", "100"),
+    ("The answer is 1,234.", "1,234"),
+    ("The answer is 12.5", "12.5"),
+    ("\\boxed{42}", "42"),
+    ("#### 72", "72"),
+])
+def test_marked_equation_gives_its_result(output, answer):
+    """The value after the last '=' of a marked equation is the answer, not the first operand."""
+    assert extract_math(output) == (answer, "marker")
+
+
+def test_marked_equation_scores_its_result():
+    ans, _ = extract_math("So the total is: The answer is 10 + 90 = 100.")
+    assert numeric_em(ans, ["100"]) == 1.0 and numeric_em(ans, ["10"]) == 0.0
+
+
 def test_marker_without_number_falls_back_to_last_number():
     assert extract_math("It costs 20 dollars. The answer is twenty.") == ("20", "last_number")
 
@@ -77,3 +98,33 @@ def test_open_qa():
     assert open_em("Madison", ["james madison"]) == 0.0
     assert open_lenient("I think it was James Madison, in 1812", ["james madison"]) == 1.0
     assert open_em(None, ["x"]) == 0.0
+
+
+# Expected values below were obtained by running a verbatim copy of the official DROP script's ``get_metrics``
+# (allennlp-reading-comprehension allennlp_rc/eval/drop_eval.py, F1 on its 0-1 scale) on each pair.
+@pytest.mark.parametrize("pred,gold,em,f1", [
+    ("12%", "12", 1.0, 1.0),
+    ("1,", "1", 1.0, 1.0),
+    ("2,5", "25", 1.0, 1.0),
+    ("1,000", "1000", 1.0, 1.0),
+    ("1,000,000", "1000000", 1.0, 1.0),
+    ("$1,000", "1000", 1.0, 1.0),
+    ("(5)", "5", 1.0, 1.0),
+    ("The 3 cats", "3 cats", 1.0, 1.0),
+    ("1,000.5", "1000.5", 0.0, 0.0),
+    ("1.5%", "1.5", 0.0, 0.0),
+    ("12% of the people", "12 people", 0.0, 0.8),
+    ("10-12", "10", 0.0, 0.67),
+    (["1,", "2,5"], ["1", "25"], 1.0, 1.0),
+    (["Pakistanis", "12%"], ["Filipinos", "12", "Pakistanis"], 0.0, 0.67),
+])
+def test_drop_matches_official_normalisation_order(pred, gold, em, f1):
+    """Expectations come from the official drop_eval.py's behaviour: per token (split on spaces and hyphens) it
+    lower-cases, removes punctuation unless the token is a number, *then* normalises numbers, then drops articles.
+    So '12%', '1,' and '2,5' become the numbers 12, 1 and 25, and '1,000.5' becomes 10005 (the official quirk)."""
+    assert drop_em_f1(pred, gold) == (em, f1)
+
+
+def test_drop_score_reads_percent_as_number():
+    """Official behaviour: '12%' equals the gold '12' once punctuation is gone, so EM and F1 are 1."""
+    assert drop_score("12%", ["12", "twelve"]) == {"em": 1.0, "f1": 1.0}

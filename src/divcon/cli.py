@@ -4,54 +4,43 @@ and report. Long work shows a rich progress bar; every command is resumable thro
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Optional
 
 import typer
-from rich.console import Console
-from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn,
-                           TimeRemainingColumn)
 from rich.table import Table
 
 from divcon.backends.registry import DEFAULT_TEACHER
+from divcon.console import console, fail, progress_bar, progress_callback, set_data_dir, setup_logging, wide
 
 app = typer.Typer(help="divcon: decompose with a small distilled model, solve with a big one; measure what it saves.",
                   no_args_is_help=True, pretty_exceptions_show_locals=False)
-console = Console()
 TEACHER = f"llamacpp:{DEFAULT_TEACHER}"
 
-
-def progress_bar() -> Progress:
-    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TextColumn("{task.fields[status]}"), TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
-                    console=console)
+# What a command turns into one line on stderr and exit status 2: bad input, a model that cannot be found, loaded
+# or reached (BackendUnavailable is a RuntimeError), a run dir in use or holding another run, unreadable files.
+USER_ERRORS = (ValueError, RuntimeError, OSError)
 
 
-def progress_callback(bar: Progress, bar_id: TaskID, label: str,
-                      value: Callable[[dict], float]) -> Callable[[int, int, dict | None], None]:
-    """An ``on_progress(k, total, record)`` for the runners: advances the bar and shows the running mean of
-    ``value(record)`` (accuracy so far), so a long run tells early whether it is going anywhere."""
-    tally = {"n": 0, "sum": 0.0}
-
-    def on_progress(k: int, total: int, rec: dict | None) -> None:
-        bar.update(bar_id, total=total, advance=k)
-        if rec:
-            tally["n"] += 1
-            tally["sum"] += value(rec)
-            bar.update(bar_id, status=f"{label} {tally['sum'] / tally['n']:.3f}")
-
-    return on_progress
+@app.callback()
+def _main() -> None:
+    setup_logging()
 
 
-def _set_data_dir(data_dir: Optional[Path]) -> None:
-    if data_dir is not None:
-        os.environ["DIVCON_DATA"] = str(data_dir)
-
-
-def _fail(msg: str) -> None:
-    console.print(f"[red]error:[/red] {msg}")
-    raise typer.Exit(2)
+def read_context(path: Optional[Path]) -> Optional[str]:
+    """The passage file of --context as text, or a one-line error (missing, a folder, not UTF-8)."""
+    if path is None:
+        return None
+    if not path.exists():
+        fail(f"context file not found: {path}")
+    if not path.is_file():
+        fail(f"context is not a file: {path}")
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        fail(f"context file {path} is not UTF-8 text (byte {e.start}: {e.reason})")
+    except OSError as e:
+        fail(f"cannot read context file {path}: {e.strerror}")
 
 
 MODE_HELP = "direct | cot | two-stage | dynamic"
@@ -66,9 +55,9 @@ def solve(
     solver: str = typer.Option(TEACHER, help="Model spec of the solver."),
     family: str = typer.Option("", help="Prompt family: math | reading | openqa (default: reading with context, "
                                         "else math)."),
-    max_subquestions: int = typer.Option(4),
-    solve_tokens: int = typer.Option(512, help="Max new tokens of the solver's generation."),
-    decompose_tokens: int = typer.Option(192, help="Max new tokens of the decomposer's generation."),
+    max_subquestions: int = typer.Option(4, min=1, max=16),
+    solve_tokens: int = typer.Option(512, min=1, help="Max new tokens of the solver's generation."),
+    decompose_tokens: int = typer.Option(192, min=1, help="Max new tokens of the decomposer's generation."),
 ) -> None:
     """Answer one question and show subquestions, answer and cost."""
     from divcon.backends import load_backend
@@ -78,18 +67,16 @@ def solve(
     from divcon.tasks.base import Example
 
     if not question.strip():
-        _fail("the question is empty")
-    if context is not None and not context.exists():
-        _fail(f"context file not found: {context}")
-    ctx = context.read_text(encoding="utf-8") if context else None
+        fail("the question is empty")
+    ctx = read_context(context)
     family = family or ("reading" if ctx else "math")
     try:
         pcfg = PipelineConfig(mode=mode, max_subquestions=max_subquestions, solve_tokens=solve_tokens,
                               decompose_tokens=decompose_tokens)
         pipe = Pipeline(pcfg, solver=load_backend(solver), decomposer=load_backend(decomposer))
         res = pipe.run([Example("cli", question, [], context=ctx)], family)[0]
-    except (ValueError, RuntimeError, FileNotFoundError) as e:
-        _fail(str(e))
+    except USER_ERRORS as e:
+        fail(str(e))
     answer, _ = (extract_math if family == "math" else extract_text)(res.final_output)
     if res.subquestions:
         console.print("[bold]Subquestions[/bold]")
@@ -101,40 +88,61 @@ def solve(
     console.print(f"[bold]Answer[/bold]: {answer if answer is not None else '(no answer found)'}")
     t = Table("stage", "model", "tokens in", "tokens out", "seconds", "$")
     for u in res.usage:
+        price = price_of(u.model)
         t.add_row(u.stage, u.model, str(u.tokens_in), str(u.tokens_out), f"{u.seconds:.1f}",
-                  f"{price_of(u.model).dollars(u.tokens_in, u.tokens_out):.6f}")
+                  "unpriced" if price.source == "unpriced" else f"{price.dollars(u.tokens_in, u.tokens_out):.6f}")
     console.print(t)
 
 
-def summary_table(summaries: list[dict]) -> Table:
-    t = Table("task", "mode", "decomposer", "solver", "n", "metric", "tokens in", "tokens out", "big-model $",
-              "total $", "s/question", "subq/q (none)")
+def money(dollars: float | None) -> str:
+    """Dollars for people: 'unpriced' when a model has no price, never a made-up 0."""
+    return "unpriced" if dollars is None else f"{dollars:.5f}"
+
+
+def summary_rows(s: dict) -> list[tuple[str, str]]:
+    """One summary as (key, value) pairs: the same content for the wide table and the narrow key: value layout."""
+    primary = s["primary"]
+    extra = ", ".join(f"{k} {v:.3f}" for k, v in s["metrics"].items() if k != primary)
+    rows = [("task", s["task"]), ("mode", s["mode"]), ("decomposer", str(s["decomposer"] or "-")),
+            ("solver", s["solver"]), ("n", str(s["n"])), ("errors", str(s.get("errors", 0))),
+            ("metric", f"{primary} {s['metrics'].get(primary, 0):.3f}" + (f" ({extra})" if extra else "")),
+            ("tokens in", str(s["tokens_in"])), ("tokens out", str(s["tokens_out"])),
+            ("big-model $", money(s["big_model_dollars"])), ("total $", money(s["dollars"])),
+            ("s/question", f"{s['wall_seconds'] / max(s['n'], 1):.1f}")]
+    if s["mode"] == "two-stage":
+        rows.append(("subq/q (none)", f"{s['mean_subquestions']:.2f} ({s['no_subquestions']})"))
+    return rows
+
+
+def print_summaries(summaries: list[dict]) -> None:
+    """A table on a wide terminal; elsewhere (a pipe, a file, 80 columns) 'key: value' lines, which a table
+    squeezed to fit would turn into '0.…'."""
+    if wide():
+        t = Table(*(k for k, _ in summary_rows(summaries[0])))
+        for s in summaries:
+            t.add_row(*(v for _, v in summary_rows(s)))
+        console.print(t)
+        return
     for s in summaries:
-        primary = s["primary"]
-        extra = ", ".join(f"{k} {v:.3f}" for k, v in s["metrics"].items() if k != primary)
-        t.add_row(s["task"], s["mode"], str(s["decomposer"] or "-"), s["solver"], str(s["n"]),
-                  f"{primary} {s['metrics'].get(primary, 0):.3f}" + (f" ({extra})" if extra else ""),
-                  str(s["tokens_in"]), str(s["tokens_out"]), f"{s['big_model_dollars']:.5f}", f"{s['dollars']:.5f}",
-                  f"{s['wall_seconds'] / max(s['n'], 1):.1f}",
-                  f"{s['mean_subquestions']:.2f} ({s['no_subquestions']})" if s["mode"] == "two-stage" else "-")
-    return t
+        for k, v in summary_rows(s):
+            console.print(f"{k}: {v}", highlight=False, soft_wrap=True)
 
 
 @app.command("eval")
 def eval_cmd(
     task: str = typer.Option("gsm8k", help="Task name (see `divcon tasks`)."),
     split: Optional[str] = typer.Option(None, help="Split (default: the task's evaluation split)."),
-    limit: Optional[int] = typer.Option(None, help="First N examples of the split."),
-    offset: int = typer.Option(0),
-    shuffle_seed: Optional[int] = typer.Option(None, help="Seeded random subset instead of the first N."),
+    limit: Optional[int] = typer.Option(None, min=1, help="First N examples of the split."),
+    offset: int = typer.Option(0, min=0),
+    shuffle_seed: Optional[int] = typer.Option(None, min=0, help="Seeded random subset instead of the first N."),
     mode: str = typer.Option("two-stage", help=MODE_HELP),
     decomposer: str = typer.Option(TEACHER),
     solver: str = typer.Option(TEACHER),
-    max_subquestions: int = typer.Option(4),
-    solve_tokens: int = typer.Option(512, help="Max new tokens of the solver's generation."),
-    decompose_tokens: int = typer.Option(192, help="Max new tokens of the decomposer's generation."),
+    max_subquestions: int = typer.Option(4, min=1, max=16),
+    solve_tokens: int = typer.Option(512, min=1, help="Max new tokens of the solver's generation."),
+    decompose_tokens: int = typer.Option(192, min=1, help="Max new tokens of the decomposer's generation."),
     out: Optional[Path] = typer.Option(None, help="Run directory (default runs/<derived name>)."),
-    batch_size: int = typer.Option(1, help="Examples per backend call batch (raise it for API servers)."),
+    batch_size: int = typer.Option(1, min=1, help="Examples per backend call batch (raise it for API servers)."),
     data_dir: Optional[Path] = typer.Option(None, help="Folder of the data sets (default ../shared/data)."),
 ) -> None:
     """Evaluate a pipeline on a task. Writes records.jsonl + summary.json; re-run the same command to resume."""
@@ -142,7 +150,7 @@ def eval_cmd(
     from divcon.pipeline import PipelineConfig
     from divcon.tasks import get_task
 
-    _set_data_dir(data_dir)
+    set_data_dir(data_dir)
     try:
         pcfg = PipelineConfig(mode=mode, max_subquestions=max_subquestions, solve_tokens=solve_tokens,
                               decompose_tokens=decompose_tokens)
@@ -153,10 +161,10 @@ def eval_cmd(
             run_dir, summary = evaluate(task, solver=solver, decomposer=decomposer, pcfg=pcfg, split=split,
                                         limit=limit, offset=offset, shuffle_seed=shuffle_seed, out=out,
                                         batch_size=batch_size, on_progress=on_progress)
-    except (ValueError, RuntimeError, FileNotFoundError) as e:
-        _fail(str(e))
-    console.print(summary_table([summary]))
-    console.print(f"run dir: {run_dir}")
+    except USER_ERRORS as e:
+        fail(str(e))
+    print_summaries([summary])
+    console.print(f"run dir: {run_dir}", highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -186,7 +194,7 @@ def tasks() -> None:
 
 
 @app.command()
-def calls(limit: int = typer.Option(10), model: Optional[str] = typer.Option(None)) -> None:
+def calls(limit: int = typer.Option(10, min=1), model: Optional[str] = typer.Option(None)) -> None:
     """The most recent model calls from the SQLite call log."""
     from divcon.backends import default_log
 

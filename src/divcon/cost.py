@@ -39,24 +39,42 @@ def load_table(path: str | Path | None = None) -> dict:
     return table
 
 
-def _params_of(spec: ModelSpec) -> float | None:
-    """Parameter count (billions) of a local model: embedded alias, hf student built on one, or an explicit option."""
-    if "params_b" in spec.options:
-        return float(spec.options["params_b"])
-    if spec.kind == "llamacpp" and spec.name in EMBEDDED:
-        return EMBEDDED[spec.name].params_b
+def _embedded_base(spec: ModelSpec) -> str | None:
+    """The embedded model a local spec runs on, by the weights it resolves to: an alias, a GGUF file whose sha256 is
+    an embedded model's, or an hf student whose base is one. None when the weights are unknown or gone."""
+    from divcon.backends import default_log
+    from divcon.backends.identity import resolve_identity
+
+    if spec.kind not in ("llamacpp", "hf"):
+        return None
     if spec.kind == "hf":
         meta = Path(spec.name) / "divcon_train.json"
-        base = json.loads(meta.read_text()).get("base_alias") if meta.exists() else spec.name
-        if base in EMBEDDED:
-            return EMBEDDED[base].params_b
-    return None
+        if meta.exists():
+            base = json.loads(meta.read_text(encoding="utf-8")).get("base_alias")
+            if base in EMBEDDED:
+                return base
+    try:
+        return resolve_identity(ModelSpec(spec.kind, spec.name), default_log()).alias
+    except (OSError, ValueError, RuntimeError, KeyError):
+        return None
+
+
+def _params_of(spec: ModelSpec) -> float | None:
+    """Parameter count (billions) of a local model: an explicit option, else the embedded model it runs on."""
+    if "params_b" in spec.options:
+        return float(spec.options["params_b"])
+    base = _embedded_base(spec)
+    return EMBEDDED[base].params_b if base else None
 
 
 def price_of(spec: str, table: dict | None = None) -> Price:
+    """The price of a model, looked up by the spec as written, then its canonical form, ``kind:name`` (so
+    ``openai:gpt-4o-mini,base_url=...`` is the table's ``openai:gpt-4o-mini``) and the bare name; a local model is
+    priced by the parameters of the weights it resolves to. A model with none of these is ``unpriced``: callers
+    show it as such and never as $0."""
     table = table or load_table()
     parsed = ModelSpec.parse(spec)
-    for key in (spec, str(parsed), parsed.name):
+    for key in (spec, str(parsed), f"{parsed.kind}:{parsed.name}", parsed.name):
         if key in table["models"]:
             p = table["models"][key]
             return Price(p["in_per_1k"], p["out_per_1k"], p.get("params_b"), "table")

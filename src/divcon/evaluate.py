@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import math
 import time
 from collections import defaultdict
 from dataclasses import asdict
@@ -9,20 +11,29 @@ from pathlib import Path
 from typing import Callable
 
 from divcon import __version__
-from divcon.backends import load_backend
+from divcon.backends import LoggedBackend, RequestRejected, load_backend
 from divcon.cost import Price, load_table, price_of
-from divcon.pipeline import Pipeline, PipelineConfig
+from divcon.pipeline import Pipeline, PipelineConfig, PipelineResult
 from divcon.pipeline.prompts import fingerprint as prompt_fingerprint
-from divcon.runs import RecordWriter, open_run, read_records, write_json
-from divcon.tasks import Task, get_task
+from divcon.runs import RecordWriter, check_config, open_run, read_records, write_json
+from divcon.tasks import Example, Task, get_task
+
+log = logging.getLogger("divcon")
+
+
+DISPLAY_KEYS = ("decomposer", "solver")  # specs as typed; the resume check compares their identities ("models")
 
 
 def run_config(task: Task, split: str, limit: int | None, offset: int, shuffle_seed: int | None,
-               decomposer: str | None, solver: str, pcfg: PipelineConfig) -> dict:
+               decomposer: LoggedBackend | None, solver: LoggedBackend, pcfg: PipelineConfig) -> dict:
+    staged = pcfg.mode in ("two-stage", "dynamic")
+    models = {"solver": solver.identity.key}
+    if staged and decomposer is not None:
+        models["decomposer"] = decomposer.identity.key
     return {
         "task": task.name, "split": split, "limit": limit, "offset": offset, "shuffle_seed": shuffle_seed,
-        "mode": pcfg.mode, "decomposer": decomposer if pcfg.mode in ("two-stage", "dynamic") else None,
-        "solver": solver, "pipeline": asdict(pcfg), "prompts": prompt_fingerprint(),
+        "mode": pcfg.mode, "decomposer": decomposer.spec if staged and decomposer is not None else None,
+        "solver": solver.spec, "models": models, "pipeline": asdict(pcfg), "prompts": prompt_fingerprint(),
     }
 
 
@@ -36,6 +47,28 @@ def default_run_name(cfg: dict) -> str:
     parts.append(f"S-{short(cfg['solver'])}")
     parts.append(f"n{cfg['limit'] if cfg['limit'] is not None else 'all'}")
     return "_".join(parts)
+
+
+def run_examples(pipe: Pipeline, batch: list[Example], family: str) -> list[PipelineResult | RequestRejected]:
+    """Results of a batch, in order. A request the backend rejects (a prompt over the context window) fails only
+    its own example: the batch is redone one by one (what was computed is in the call cache) and the rejected
+    example comes back as its error, so one bad example can never stop, or forever block, a run."""
+    try:
+        return list(pipe.run(batch, family))
+    except RequestRejected as e:
+        if len(batch) == 1:
+            return [e]
+    return [run_examples(pipe, [ex], family)[0] for ex in batch]
+
+
+def error_record(task: Task, ex: Example, mode: str, error: Exception) -> dict:
+    """The record of an example that could not be run: scored 0 on every metric, with the reason."""
+    return {
+        "id": ex.id, "question": ex.question, "has_context": ex.context is not None, "golds": ex.golds,
+        "mode": mode, "subquestions": [], "outputs": {}, "final_output": "", "usage": [], "truncated": False,
+        "answer": None, "answer_source": "error", "metrics": {k: 0.0 for k in task.evaluate("", ex.golds).metrics},
+        "error": str(error).splitlines()[0] if str(error) else type(error).__name__, "wall_seconds": 0.0,
+    }
 
 
 def evaluate(
@@ -52,46 +85,68 @@ def evaluate(
     batch_size: int = 1,
     on_progress: Callable[[int, int, dict | None], None] | None = None,
 ) -> tuple[Path, dict]:
-    """Run (or resume) an evaluation; returns the run dir and its summary."""
+    """Run (or resume) an evaluation; returns the run dir and its summary.
+
+    Order matters for "nothing silently wrong": the models are resolved (their identities) and loaded, and an
+    existing run dir's config is checked, before the run dir is created or locked, so a typo in a model path
+    leaves nothing behind that would refuse the corrected command.
+    """
     pcfg = pcfg or PipelineConfig()
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, not {batch_size}")
     task = get_task(task_name)
     split = split or task.default_split
     examples = task.examples(split, limit, offset, shuffle_seed)
     if not examples:
         raise ValueError(f"{task_name}/{split} with limit={limit} offset={offset} selects no examples")
-    cfg = run_config(task, split, limit, offset, shuffle_seed, decomposer or solver, solver, pcfg)
-    run_dir = out or runs_root / default_run_name(cfg)
+    staged = pcfg.mode in ("two-stage", "dynamic")
     solver_b = load_backend(solver)
-    decomposer_b = load_backend(decomposer) if decomposer and decomposer != solver else solver_b
-    open_run(run_dir, {**cfg, "divcon_version": __version__})
-    done = {r["id"] for r in read_records(run_dir, repair=True)}
-    todo = [e for e in examples if e.id not in done]
+    decomposer_b = load_backend(decomposer) if staged and decomposer and decomposer != solver else solver_b
+    cfg = {**run_config(task, split, limit, offset, shuffle_seed, decomposer_b, solver_b, pcfg),
+           "divcon_version": __version__}
+    run_dir = out or runs_root / default_run_name(cfg)
+    check_config(run_dir, cfg, DISPLAY_KEYS)
+    done = {r["id"] for r in read_records(run_dir)}
+    if any(e.id not in done for e in examples):
+        solver_b.load()
+        decomposer_b.load()
     pipe = Pipeline(pcfg, solver=solver_b, decomposer=decomposer_b)
-    if on_progress:
-        on_progress(len(examples) - len(todo), len(examples), None)
-    with RecordWriter(run_dir) as writer:
-        for start in range(0, len(todo), batch_size):
-            batch = todo[start:start + batch_size]
-            t0 = time.perf_counter()
-            results = pipe.run(batch, task.family)
-            wall = (time.perf_counter() - t0) / len(batch)
-            for ex, res in zip(batch, results):
-                scored = task.evaluate(res.final_output, ex.golds)
-                rec = {
-                    "id": ex.id, "question": ex.question, "has_context": ex.context is not None,
-                    "golds": ex.golds, **res.to_dict(), "answer": scored.answer,
-                    "answer_source": scored.answer_source, "metrics": scored.metrics, "wall_seconds": wall,
-                }
-                writer.write(rec)
-                if on_progress:
-                    on_progress(1, len(examples), rec)
-    records = read_records(run_dir)
-    summary = summarize(records, {**cfg, "run_dir": str(run_dir)})
-    write_json(run_dir / "summary.json", summary)
+    with open_run(run_dir, cfg, DISPLAY_KEYS):
+        done = {r["id"] for r in read_records(run_dir, repair=True)}
+        todo = [e for e in examples if e.id not in done]
+        if on_progress:
+            on_progress(len(examples) - len(todo), len(examples), None)
+        with RecordWriter(run_dir) as writer:
+            for start in range(0, len(todo), batch_size):
+                batch = todo[start:start + batch_size]
+                t0 = time.perf_counter()
+                results = run_examples(pipe, batch, task.family)
+                wall = (time.perf_counter() - t0) / len(batch)
+                for ex, res in zip(batch, results):
+                    if isinstance(res, RequestRejected):
+                        rec = error_record(task, ex, pcfg.mode, res)
+                    else:
+                        scored = task.evaluate(res.final_output, ex.golds)
+                        rec = {
+                            "id": ex.id, "question": ex.question, "has_context": ex.context is not None,
+                            "golds": ex.golds, **res.to_dict(), "answer": scored.answer,
+                            "answer_source": scored.answer_source, "metrics": scored.metrics, "wall_seconds": wall,
+                        }
+                    writer.write(rec)
+                    if on_progress:
+                        on_progress(1, len(examples), rec)
+        records = read_records(run_dir)
+        summary = summarize(records, {**cfg, "run_dir": str(run_dir)})
+        write_json(run_dir / "summary.json", summary)
     return run_dir, summary
 
 
+_WARNED_UNPRICED: set[str] = set()
+
+
 def _usage_table(records: list[dict], key: str, prices: dict) -> dict:
+    """Tokens, seconds, calls and dollars summed by ``key`` (model or stage). Dollars are None for a row that
+    includes an unpriced model: unknown is not $0."""
     acc: dict = defaultdict(lambda: {"tokens_in": 0, "tokens_out": 0, "seconds": 0.0, "calls": 0, "dollars": 0.0})
     priced: dict[str, Price] = {}  # one lookup per model, not per record (an hf: student's price reads a file)
     for r in records:
@@ -103,18 +158,37 @@ def _usage_table(records: list[dict], key: str, prices: dict) -> dict:
             a["tokens_out"] += u["tokens_out"]
             a["seconds"] += u["seconds"]
             a["calls"] += u["calls"]
-            a["dollars"] += priced[u["model"]].dollars(u["tokens_in"], u["tokens_out"])
+            p = priced[u["model"]]
+            if p.source == "unpriced" or a["dollars"] is None:
+                a["dollars"] = None
+            else:
+                a["dollars"] += p.dollars(u["tokens_in"], u["tokens_out"])
     return dict(acc)
 
 
-def big_model(models: list[str], prices: dict) -> str | None:
-    """The model whose tokens cost most: the teacher whose spend distillation is meant to cut."""
+def unpriced_models(models: list[str], prices: dict) -> list[str]:
+    """The models with no price (not in the table, parameters unknown), each warned about once per process."""
+    out = sorted(m for m in models if price_of(m, prices).source == "unpriced")
+    for m in out:
+        if m not in _WARNED_UNPRICED:
+            _WARNED_UNPRICED.add(m)
+            log.warning("%s has no price (not in the price table, parameters unknown): its dollars are shown as "
+                        "'unpriced'; add it to a prices file ($DIVCON_PRICES) or give the spec ,params_b=N", m)
+    return out
+
+
+def big_model(models: list[str], prices: dict, prefer: str | None = None) -> str | None:
+    """The model whose tokens cost most: the teacher whose spend distillation is meant to cut. An unpriced model
+    might be the most expensive, so it ranks first (and its dollars show as unpriced); ties go to ``prefer``
+    (the solver)."""
     if not models:
         return None
 
-    def rank(model: str) -> tuple[float, float]:
+    def rank(model: str) -> tuple[float, float, bool]:
         p = price_of(model, prices)
-        return p.out_per_1k, p.in_per_1k
+        if p.source == "unpriced":
+            return math.inf, math.inf, model == prefer
+        return p.out_per_1k, p.in_per_1k, model == prefer
 
     return max(models, key=rank)
 
@@ -128,7 +202,8 @@ def summarize(records: list[dict], cfg: dict, prices: dict | None = None, big: s
     metrics = {m: sum(r["metrics"].get(m, 0.0) for r in records) / n if n else 0.0 for m in metric_names}
     by_model = _usage_table(records, "model", prices)
     by_stage = _usage_table(records, "stage", prices)
-    big = big or big_model(list(by_model), prices)
+    big = big or big_model(list(by_model), prices, prefer=cfg.get("solver"))
+    unpriced = unpriced_models(list(by_model), prices)
     sources: dict[str, int] = defaultdict(int)
     for r in records:
         sources[r["answer_source"]] += 1
@@ -136,6 +211,7 @@ def summarize(records: list[dict], cfg: dict, prices: dict | None = None, big: s
     return {
         **{k: cfg.get(k) for k in ("task", "split", "mode", "decomposer", "solver", "run_dir")},
         "n": n,
+        "errors": sum(1 for r in records if r.get("error")),
         "primary": get_task(cfg["task"]).primary if cfg.get("task") else None,
         "metrics": metrics,
         "answer_source": dict(sources),
@@ -143,12 +219,14 @@ def summarize(records: list[dict], cfg: dict, prices: dict | None = None, big: s
         "mean_subquestions": sum(len(r["subquestions"]) for r in records) / n if n else 0.0,
         # two-stage questions the solver answered with no subquestions: "No decomposition needed." or nothing
         # parseable. A decomposer that mostly lands here leaves the solver alone, which is then single-stage.
-        "no_subquestions": sum(1 for r in records if r.get("mode") == "two-stage" and not r["subquestions"]),
+        "no_subquestions": sum(1 for r in records
+                               if r.get("mode") == "two-stage" and not r["subquestions"] and not r.get("error")),
         "by_model": by_model,
         "by_stage": by_stage,
         "tokens_in": sum(v["tokens_in"] for v in by_model.values()),
         "tokens_out": sum(v["tokens_out"] for v in by_model.values()),
-        "dollars": sum(v["dollars"] for v in by_model.values()),
+        "dollars": None if unpriced else sum(v["dollars"] for v in by_model.values()),
+        "unpriced": unpriced,
         "model_seconds": sum(v["seconds"] for v in by_model.values()),
         "wall_seconds": sum(r.get("wall_seconds", 0.0) for r in records),
         "big_model": big,

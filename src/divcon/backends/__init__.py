@@ -8,32 +8,27 @@ group (a callable taking a :class:`ModelSpec`), in the spirit of simonw/llm plug
 from __future__ import annotations
 
 import importlib.metadata as md
+import re
 from typing import Callable
 
-from divcon.backends.base import Backend, ChatRequest, Generation, ModelSpec
+from divcon.backends.base import (Backend, BackendUnavailable, ChatRequest, Generation, ModelSpec,
+                                  RequestRejected)
 from divcon.backends.calllog import CallLog
+from divcon.backends.identity import ModelIdentity, resolve_identity
+from divcon.backends.llamacpp import LlamaCppBackend
+from divcon.backends.openai_backend import OpenAIBackend
+from divcon.backends.transformers_backend import TransformersBackend
 from divcon.paths import call_log_path
 
+# Classes, not instances: constructing one checks its files; weights load on first use (or ``LoggedBackend.load``).
+FACTORIES: dict[str, Callable[[ModelSpec], Backend]] = {
+    "llamacpp": LlamaCppBackend, "openai": OpenAIBackend, "hf": TransformersBackend}
 
-def _llamacpp(spec: ModelSpec) -> Backend:
-    from divcon.backends.llamacpp import LlamaCppBackend
+# Options every backend accepts: read by cost accounting, not by the backend.
+COMMON_OPTIONS = {"params_b": "parameters in billions: prices a local model relative to the reference model"}
 
-    return LlamaCppBackend(spec)
-
-
-def _openai(spec: ModelSpec) -> Backend:
-    from divcon.backends.openai_backend import OpenAIBackend
-
-    return OpenAIBackend(spec)
-
-
-def _hf(spec: ModelSpec) -> Backend:
-    from divcon.backends.transformers_backend import TransformersBackend
-
-    return TransformersBackend(spec)
-
-
-FACTORIES: dict[str, Callable[[ModelSpec], Backend]] = {"llamacpp": _llamacpp, "openai": _openai, "hf": _hf}
+# An option named like a credential would be written to config.json, records and the call log: refused outright.
+_SECRET = re.compile(r"key|token|secret|passw", re.IGNORECASE)
 
 
 def register_backend(kind: str, factory: Callable[[ModelSpec], Backend]) -> None:
@@ -51,9 +46,19 @@ def _factory(kind: str) -> Callable[[ModelSpec], Backend]:
 
 
 def validate_spec(spec: str) -> ModelSpec:
-    """Parse a spec and check what can be checked without loading weights (backend kind, embedded alias)."""
+    """Parse a spec and check what can be checked without touching files: the backend kind, its declared options
+    (``OPTIONS`` on the factory, plus :data:`COMMON_OPTIONS`), no secret in an option, an embedded alias."""
     parsed = ModelSpec.parse(spec)
-    _factory(parsed.kind)
+    factory = _factory(parsed.kind)
+    declared: dict[str, str] = {**COMMON_OPTIONS, **getattr(factory, "OPTIONS", {})}
+    for name in parsed.options:
+        if _SECRET.search(name):
+            raise ValueError(f"option {name!r} in {spec!r}: secrets are never accepted in a model spec (they would be "
+                             "written to run files and the call log); set them in the environment, e.g. "
+                             "OPENAI_API_KEY")
+        if name not in declared:
+            known = ", ".join(sorted(declared)) or "none"
+            raise ValueError(f"unknown option {name!r} in {spec!r}; options of the {parsed.kind} backend: {known}")
     if parsed.kind == "llamacpp" and not parsed.name.endswith(".gguf"):
         from divcon.backends.registry import lookup
 
@@ -62,13 +67,15 @@ def validate_spec(spec: str) -> ModelSpec:
 
 
 class LoggedBackend:
-    """Wraps a backend with the call log. The wrapped model is only built on the first cache miss, so a fully cached
-    re-run never loads weights."""
+    """Wraps a backend with the call log, keyed on the model's resolved identity (see
+    :mod:`divcon.backends.identity`), so equivalent spellings share the cache and replaced weights never hit it.
+    The wrapped model is built on :meth:`load` or the first cache miss, so a fully cached re-run loads no weights."""
 
     def __init__(self, spec: str, log: CallLog):
         self.parsed = validate_spec(spec)
         self.spec = str(self.parsed)
         self.log = log
+        self.identity: ModelIdentity = resolve_identity(self.parsed, log)
         self._inner: Backend | None = None
 
     @property
@@ -77,13 +84,20 @@ class LoggedBackend:
             self._inner = _factory(self.parsed.kind)(self.parsed)
         return self._inner
 
+    def load(self) -> None:
+        """Build the backend and load its weights now, so a model that cannot load fails before a run dir exists."""
+        warm = getattr(self.inner, "load", None)
+        if warm is not None:
+            warm()
+
     def generate(self, requests: list[ChatRequest]) -> list[Generation]:
-        results: list[Generation | None] = [self.log.get(self.spec, r) for r in requests]
+        key = self.identity.key
+        results: list[Generation | None] = [self.log.get(key, self.spec, r) for r in requests]
         missing = [i for i, g in enumerate(results) if g is None]
         if missing:
             fresh = self.inner.generate([requests[i] for i in missing])
             for i, g in zip(missing, fresh):
-                self.log.put(self.spec, requests[i], g)
+                self.log.put(key, self.spec, requests[i], g)
                 results[i] = g
         return results  # type: ignore[return-value]
 
@@ -102,5 +116,5 @@ def load_backend(spec: str, log: CallLog | None = None) -> LoggedBackend:
     return LoggedBackend(spec, log or default_log())
 
 
-__all__ = ["Backend", "CallLog", "ChatRequest", "Generation", "LoggedBackend", "ModelSpec", "load_backend",
-           "register_backend", "validate_spec"]
+__all__ = ["Backend", "BackendUnavailable", "CallLog", "ChatRequest", "Generation", "LoggedBackend", "ModelIdentity",
+           "ModelSpec", "RequestRejected", "load_backend", "register_backend", "validate_spec"]

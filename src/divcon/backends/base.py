@@ -52,8 +52,19 @@ class Generation:
     finish_reason: str = "stop"
 
 
+class RequestRejected(ValueError):
+    """This one request cannot be served (its prompt exceeds the context window, the server refuses it). Retrying
+    gives the same answer, so the runner records the example as an error and goes on with the others."""
+
+
+class BackendUnavailable(RuntimeError):
+    """The model cannot be used at all (a server down past its outage budget, a wrong key, an unknown model name).
+    The run stops with one line saying why; every record written so far is kept."""
+
+
 class Backend(Protocol):
-    """A model behind a spec string such as ``llamacpp:qwen2.5-1.5b``."""
+    """A model behind a spec string such as ``llamacpp:qwen2.5-1.5b``. A backend class also declares the spec
+    options it accepts as ``OPTIONS: dict[str, str]`` (name -> help); any other option is refused."""
 
     spec: str
 

@@ -8,8 +8,22 @@ import time
 from functools import lru_cache
 from pathlib import Path
 
-from divcon.backends.base import ChatRequest, Generation, ModelSpec
+from divcon.backends.base import ChatRequest, Generation, ModelSpec, RequestRejected
 from divcon.backends.registry import resolve_gguf
+
+
+def int_option(spec: ModelSpec, name: str, default: int, low: int) -> int:
+    """A whole-number spec option, refused with a message naming it when it is not one or is below ``low``."""
+    raw = spec.options.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError(f"option {name}={raw!r} in {spec}: expected a whole number") from None
+    if value < low:
+        raise ValueError(f"option {name}={value} in {spec}: must be at least {low}")
+    return value
 
 
 @lru_cache(maxsize=4)
@@ -42,14 +56,17 @@ class LlamaCppBackend:
     LoRA adapter GGUF applied on load (``divcon distill export`` writes one for a trained student).
     """
 
+    OPTIONS = {"ctx": "context length in tokens (default 4096)", "threads": "CPU threads (default: all cores)",
+               "lora": "a LoRA adapter GGUF applied on load"}
+
     def __init__(self, spec: ModelSpec):
         self.spec = str(spec)
         name = spec.name
         self.path = Path(name) if name.endswith(".gguf") else resolve_gguf(name)
         if not self.path.exists():
             raise FileNotFoundError(f"GGUF file not found: {self.path}")
-        self.n_ctx = int(spec.options.get("ctx", 4096))
-        self.n_threads = int(spec.options.get("threads", os.cpu_count() or 2))
+        self.n_ctx = int_option(spec, "ctx", 4096, low=64)
+        self.n_threads = int_option(spec, "threads", os.cpu_count() or 2, low=1)
         self.lora = spec.options.get("lora")
         if self.lora and not Path(self.lora).exists():
             raise FileNotFoundError(f"LoRA GGUF not found: {self.lora}")
@@ -58,17 +75,29 @@ class LlamaCppBackend:
     def llm(self):
         return _load(str(self.path), self.n_ctx, self.n_threads, self.lora)
 
+    def load(self) -> None:
+        """Load the weights now (a corrupt file fails here, before any run dir is made)."""
+        try:
+            self.llm
+        except ValueError as e:  # llama-cpp-python's "Failed to load model from file"
+            raise FileNotFoundError(f"{self.spec}: cannot load {self.path}: {e}") from None
+
     def generate(self, requests: list[ChatRequest]) -> list[Generation]:
         out = []
         for req in requests:
             t0 = time.perf_counter()
-            resp = self.llm.create_chat_completion(
-                messages=req.message_dicts(),
-                max_tokens=req.max_tokens,
-                temperature=req.temperature,
-                stop=list(req.stop) or None,
-                seed=req.seed,
-            )
+            try:
+                resp = self.llm.create_chat_completion(
+                    messages=req.message_dicts(),
+                    max_tokens=req.max_tokens,
+                    temperature=req.temperature,
+                    stop=list(req.stop) or None,
+                    seed=req.seed,
+                )
+            except ValueError as e:  # "Requested tokens (5000) exceed context window of 4096"
+                if "context window" in str(e):
+                    raise RequestRejected(f"{self.spec}: {e} (raise it with ,ctx=N)") from None
+                raise
             dt = time.perf_counter() - t0
             choice = resp["choices"][0]
             usage = resp.get("usage") or {}

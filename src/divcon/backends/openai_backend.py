@@ -1,25 +1,113 @@
 """Any OpenAI-compatible server (OpenAI, vLLM, llama.cpp server, Ollama) through the official ``openai`` client.
 
-``openai:<model>[,base_url=http://host:8000/v1][,workers=8]``. The key comes from $OPENAI_API_KEY (or
-$DIVCON_OPENAI_API_KEY), the base URL from the option or $OPENAI_BASE_URL. Retries with exponential backoff on
-429, 5xx, connection errors and timeouts are the client's own (``max_retries``).
+``openai:<model>[,base_url=http://host:8000/v1][,workers=8][,timeout=120][,outage=180]``. The key comes from
+$DIVCON_OPENAI_API_KEY or $OPENAI_API_KEY (never from the spec, so it cannot leak into logs or cache keys), the base
+URL from the option or $OPENAI_BASE_URL.
+
+Retrying is done here, not by the client (``max_retries=0``): the client's few quick retries give up after ~20 s with
+a huge traceback, while a local server that is restarting or reloading a model needs minutes. So connection errors,
+timeouts, 429 and 5xx are retried with exponential backoff for an *outage budget* of seconds (``outage=``), after
+which :class:`BackendUnavailable` says in one line which server was down and why. A request the server rejects
+(400/413/422) is not an outage and raises :class:`RequestRejected` at once; 401/403/404 mean a wrong key, model or URL,
+which no amount of waiting fixes, so they raise :class:`BackendUnavailable` at once.
 """
 
 from __future__ import annotations
 
+import math
 import os
+import random
+import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from email.utils import parsedate_to_datetime
 
-from divcon.backends.base import ChatRequest, Generation, ModelSpec
+from divcon.backends.base import BackendUnavailable, ChatRequest, Generation, ModelSpec, RequestRejected
+
+BACKOFF_START_S = 0.5
+BACKOFF_CAP_S = 10.0
+REJECTED_STATUSES = frozenset({400, 413, 422})  # the request itself is bad: retrying cannot help
+RETRYABLE_STATUSES = frozenset({408, 409, 429})  # plus every 5xx
+
+
+def _one_line(text: object, limit: int = 500) -> str:
+    """Error texts may hold newlines or whole JSON bodies; messages must stay one readable line."""
+    s = " ".join(str(text).split())
+    return s if len(s) <= limit else s[: limit - 3] + "..."
+
+
+def _server_message(e: Exception) -> str:
+    """The server's own error text. The client keeps the body's ``error`` object in ``.body``; its ``message`` is far
+    more readable than the client's ``Error code: 400 - {...}`` string."""
+    body = getattr(e, "body", None)
+    msg = body.get("message") if isinstance(body, dict) else body if isinstance(body, str) else None
+    return _one_line(msg or getattr(e, "message", None) or e)
+
+
+def _root_cause(e: BaseException) -> str:
+    """``APIConnectionError`` only says "Connection error."; the socket-level reason (refused, DNS, reset) sits at the
+    bottom of the exception chain."""
+    seen: set[int] = set()
+    while (nxt := e.__cause__ or e.__context__) is not None and id(nxt) not in seen:
+        seen.add(id(e))
+        e = nxt
+    return _one_line(e)
+
+
+def _retry_after(e: Exception) -> float | None:
+    """Seconds the server asked us to wait (``retry-after-ms``, or ``retry-after`` as seconds or an HTTP date)."""
+    response = getattr(e, "response", None)
+    headers = getattr(response, "headers", None)
+    if not headers:
+        return None
+    try:
+        if (ms := headers.get("retry-after-ms")) is not None:
+            return max(0.0, float(ms) / 1000)
+        if (value := headers.get("retry-after")) is not None:
+            try:
+                return max(0.0, float(value))
+            except ValueError:
+                return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
+    except (ValueError, TypeError, OverflowError):
+        pass
+    return None
+
+
+def _numeric_option(spec: ModelSpec, name: str, default: float, cast: Callable[[str], float],
+                    valid: Callable[[float], bool], need: str) -> float:
+    """Parse one numeric spec option; a typo must fail at construction with the option's name, not deep in httpx."""
+    raw = spec.options.get(name)
+    if raw is None:
+        return default
+    try:
+        value = cast(raw)
+    except ValueError:
+        value = None
+    if value is None or not valid(value):
+        raise ValueError(f"openai:{spec.name}: option {name}={raw!r} is invalid; {name} must be {need}")
+    return value
 
 
 class OpenAIBackend:
+    """A model behind an OpenAI-compatible chat completions endpoint, answering batches with a thread pool."""
+
+    OPTIONS: dict[str, str] = {
+        "base_url": "server URL, e.g. http://127.0.0.1:8000/v1 (default $OPENAI_BASE_URL, else OpenAI's)",
+        "workers": "requests sent in parallel (default 4)",
+        "timeout": "seconds one request may take before it counts as failed and is retried (default 120)",
+        "outage": "seconds to keep retrying a down or overloaded server before giving up (default 180; 0 = no retry)",
+    }
+
     def __init__(self, spec: ModelSpec):
         from openai import OpenAI
 
         self.spec = str(spec)
         self.model = spec.name
+        self.label = f"openai:{spec.name}"
+        self.workers = int(_numeric_option(spec, "workers", 4, int, lambda v: v >= 1, "a whole number >= 1"))
+        timeout = _numeric_option(spec, "timeout", 120.0, float, lambda v: 0 < v < math.inf, "a number of seconds > 0")
+        self.outage = _numeric_option(spec, "outage", 180.0, float, lambda v: v >= 0, "a number of seconds >= 0")
         base_url = spec.options.get("base_url") or os.environ.get("OPENAI_BASE_URL")
         api_key = os.environ.get("DIVCON_OPENAI_API_KEY") or os.environ.get("OPENAI_API_KEY")
         if not api_key:
@@ -27,24 +115,67 @@ class OpenAIBackend:
                 api_key = "not-needed"
             else:
                 raise RuntimeError(f"{self.spec}: set OPENAI_API_KEY (or pass base_url=... for a local server)")
-        self.workers = int(spec.options.get("workers", 4))
-        self.client = OpenAI(
-            base_url=base_url,
-            api_key=api_key,
-            max_retries=int(spec.options.get("retries", 6)),
-            timeout=float(spec.options.get("timeout", 120)),
-        )
+        self.client = OpenAI(base_url=base_url, api_key=api_key, max_retries=0, timeout=timeout)
+        # the effective URL (option, $OPENAI_BASE_URL or the client's default) is what an error message must name
+        self.base_url = str(self.client.base_url).rstrip("/")
 
-    def _one(self, req: ChatRequest) -> Generation:
+    def _create(self, req: ChatRequest, give_up: threading.Event):
+        """One chat completion, retried through outages until the budget since this request's first failure is spent.
+
+        ``give_up`` is set when another request of the same batch has failed for good, so that the other workers stop
+        waiting out their own budgets against the same dead server."""
+        import openai
+
+        first_failure: float | None = None
+        backoff = BACKOFF_START_S
+        while True:
+            try:
+                return self.client.chat.completions.create(
+                    model=self.model,
+                    messages=req.message_dicts(),
+                    max_tokens=req.max_tokens,
+                    temperature=req.temperature,
+                    stop=list(req.stop) or None,
+                    seed=req.seed,
+                )
+            except openai.APIStatusError as e:
+                code = e.status_code
+                if code in REJECTED_STATUSES:
+                    raise RequestRejected(
+                        f"{self.label}: server {self.base_url} rejected the request (HTTP {code}): {_server_message(e)}"
+                    ) from e
+                if code not in RETRYABLE_STATUSES and code < 500:
+                    raise BackendUnavailable(
+                        f"{self.label}: server {self.base_url} answered HTTP {code} (check the API key, model name and "
+                        f"base_url): {_server_message(e)}"
+                    ) from e
+                err: Exception = e
+                state, cause = "failing", f"HTTP {code}: {_server_message(e)}"
+            except openai.APIConnectionError as e:  # includes APITimeoutError
+                err = e
+                root = _root_cause(e)
+                state, cause = "unreachable", e.message + (f" ({root})" if root and root != e.message else "")
+            now = time.monotonic()
+            first_failure = now if first_failure is None else first_failure
+            down_for = now - first_failure
+            remaining = self.outage - down_for
+            if remaining <= 0 or give_up.is_set():
+                raise BackendUnavailable(
+                    f"{self.label}: server {self.base_url} {state} for {down_for:.1f} s "
+                    f"(outage budget {self.outage:g} s): {_one_line(cause)}"
+                ) from err
+            hinted = _retry_after(err)
+            delay = min(hinted if hinted is not None else backoff * random.uniform(0.75, 1.0), remaining)
+            backoff = min(backoff * 2, BACKOFF_CAP_S)
+            if give_up.wait(delay):
+                raise BackendUnavailable(
+                    f"{self.label}: server {self.base_url} {state}; gave up because another request of the batch "
+                    f"failed: {_one_line(cause)}"
+                ) from err
+
+    def _one(self, req: ChatRequest, give_up: threading.Event) -> Generation:
         t0 = time.perf_counter()
-        resp = self.client.chat.completions.create(
-            model=self.model,
-            messages=req.message_dicts(),
-            max_tokens=req.max_tokens,
-            temperature=req.temperature,
-            stop=list(req.stop) or None,
-            seed=req.seed,
-        )
+        resp = self._create(req, give_up)
         choice = resp.choices[0]
         usage = resp.usage
         return Generation(
@@ -57,7 +188,19 @@ class OpenAIBackend:
         )
 
     def generate(self, requests: list[ChatRequest]) -> list[Generation]:
+        """Answer in order. The first failure fails the batch at once: the other workers are told to give up rather
+        than each spend a whole outage budget, and queued requests are never sent."""
+        give_up = threading.Event()
         if len(requests) <= 1:
-            return [self._one(r) for r in requests]
-        with ThreadPoolExecutor(self.workers) as pool:
-            return list(pool.map(self._one, requests))
+            return [self._one(r, give_up) for r in requests]
+        pool = ThreadPoolExecutor(self.workers)
+        try:
+            futures = [pool.submit(self._one, r, give_up) for r in requests]
+            wait(futures, return_when=FIRST_EXCEPTION)
+            for f in futures:
+                if f.done() and not f.cancelled() and (exc := f.exception()) is not None:
+                    raise exc
+            return [f.result() for f in futures]
+        finally:
+            give_up.set()
+            pool.shutdown(wait=False, cancel_futures=True)

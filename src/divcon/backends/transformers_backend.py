@@ -69,6 +69,8 @@ def _load(base: str, adapter: str | None):
 
 
 class TransformersBackend:
+    OPTIONS = {"adapter": "a PEFT LoRA adapter folder applied on top of the base"}
+
     def __init__(self, spec: ModelSpec):
         self.spec = str(spec)
         path = Path(spec.name)
@@ -80,6 +82,9 @@ class TransformersBackend:
             base_name = spec.name
         self.base = str(resolve_base(base_name))
         self.adapter = adapter
+
+    def load(self) -> None:
+        _load(self.base, self.adapter)
 
     def generate(self, requests: list[ChatRequest]) -> list[Generation]:
         import torch

@@ -31,6 +31,7 @@ from divcon.runs import read_records, write_json
 from divcon.tasks.answers import last_marker_end
 
 VARIANTS = ("sd-t", "sd-r", "se-t", "se-a")
+DROP_REASONS = ("error", "incorrect", "unparseable", "duplicate", "not_best")
 
 
 def load_traces(traces: Path) -> list[dict]:
@@ -67,6 +68,8 @@ def _decomposer_target(rec: dict) -> str | None:
 
 def _example(rec: dict, variant: str) -> tuple[list[dict], str] | str:
     """(prompt messages, target) for one trace, or the reason it is dropped (before de-duplication)."""
+    if rec.get("error"):  # the teacher could not run it (e.g. a prompt over its context window)
+        return "error"
     if variant in ("sd-t", "sd-r"):
         if variant == "sd-r" and not rec["correct"]:
             return "incorrect"
@@ -128,7 +131,7 @@ def build_dataset(traces_dir: Path, variant: str, out_file: Path, best_only: boo
         "questions": len({r["id"] for r in records}), "kept": len(candidates),
         "kept_questions": len({rec["id"] for rec, _, _ in candidates}),
         "kept_no_decomposition": sum(1 for _, _, t in candidates if variant.startswith("sd") and t == P.NO_DECOMPOSITION),
-        "dropped": {r: dropped[r] for r in ("incorrect", "unparseable", "duplicate", "not_best") if dropped[r]},
+        "dropped": {r: dropped[r] for r in DROP_REASONS if dropped[r]},
         "out": str(out_file),
     }
     write_json(out_file.with_suffix(".counts.json"), counts)

@@ -9,21 +9,12 @@ from typing import Optional
 import typer
 from rich.table import Table
 
+from divcon.console import console, fail, progress_bar, progress_callback, set_data_dir
+
 app = typer.Typer(help="Distill the decomposer (or solver): generate teacher traces, build training sets, train "
                        "LoRA students.", no_args_is_help=True, pretty_exceptions_show_locals=False)
 
 VARIANT_HELP = "sd-t | sd-r | se-t | se-a"
-
-
-def _console():
-    from divcon.cli import console
-
-    return console
-
-
-def _fail(msg: str) -> None:
-    _console().print(f"[red]error:[/red] {msg}")
-    raise typer.Exit(2)
 
 
 @app.command()
@@ -31,31 +22,31 @@ def generate(
     task: str = typer.Option("gsm8k", help="Task name (see `divcon tasks`)."),
     split: str = typer.Option("train", help="Split to draw questions from (never the evaluation split)."),
     teacher: str = typer.Option("llamacpp:qwen2.5-1.5b", help="Model spec of the teacher (decomposer and solver)."),
-    samples: int = typer.Option(1, help="Decompositions per question (K); K > 1 samples at --temperature."),
-    temperature: Optional[float] = typer.Option(None, help="Decomposer temperature (default 0, or 0.7 when K > 1)."),
-    limit: Optional[int] = typer.Option(None, help="First N questions of the split."),
-    offset: int = typer.Option(0),
+    samples: int = typer.Option(1, min=1, help="Decompositions per question (K); K > 1 samples at --temperature."),
+    temperature: Optional[float] = typer.Option(None, min=0.0,
+                                                help="Decomposer temperature (default 0, or 0.7 when K > 1)."),
+    limit: Optional[int] = typer.Option(None, min=1, help="First N questions of the split."),
+    offset: int = typer.Option(0, min=0),
     out: Optional[Path] = typer.Option(None, help="Traces dir (default runs/traces/<derived name>)."),
     data_dir: Optional[Path] = typer.Option(None, help="Folder of the data sets (default ../shared/data)."),
 ) -> None:
     """Teacher traces: decompose, solve and score each question. Re-run the same command to resume."""
-    from divcon.cli import _set_data_dir, progress_bar, progress_callback
     from divcon.distill.generate import generate_traces
 
-    _set_data_dir(data_dir)
+    set_data_dir(data_dir)
     try:
         with progress_bar() as bar:
             bar_id = bar.add_task(f"traces {task}", total=None, status="")
             on_progress = progress_callback(bar, bar_id, "correct", lambda rec: float(rec["correct"]))
             run_dir, summary = generate_traces(task, split, teacher, samples=samples, temperature=temperature,
                                                limit=limit, offset=offset, out_dir=out, on_progress=on_progress)
-    except (ValueError, RuntimeError, FileNotFoundError) as e:
-        _fail(str(e))
+    except (ValueError, RuntimeError, OSError) as e:
+        fail(str(e))
     t = Table("traces", "questions", "correct", "accuracy", "questions with a correct trace")
     t.add_row(str(summary["traces"]), str(summary["questions"]), str(summary["correct"]),
               f"{summary['accuracy']:.3f}", str(summary["questions_with_a_correct_trace"]))
-    _console().print(t)
-    _console().print(f"traces dir: {run_dir}")
+    console.print(t)
+    console.print(f"traces dir: {run_dir}")
 
 
 @app.command()
@@ -71,15 +62,15 @@ def build(
 
     try:
         counts = build_dataset(traces, variant, out, best_only=best_only)
-    except (ValueError, FileNotFoundError, KeyError) as e:
-        _fail(str(e))
+    except (ValueError, OSError, KeyError) as e:
+        fail(str(e))
     t = Table("variant", "traces", "questions", "kept", "kept questions", "kept 'no decomposition'", "dropped")
     dropped = ", ".join(f"{k} {v}" for k, v in counts["dropped"].items()) or "-"
     t.add_row(counts["variant"] + (" (best only)" if best_only else ""), str(counts["traces"]),
               str(counts["questions"]), str(counts["kept"]), str(counts["kept_questions"]),
               str(counts["kept_no_decomposition"]), dropped)
-    _console().print(t)
-    _console().print(f"training set: {out}")
+    console.print(t)
+    console.print(f"training set: {out}")
 
 
 @app.command()
@@ -87,34 +78,34 @@ def train(
     base: str = typer.Option("smollm2-135m", help="Embedded alias or HF model folder of the student."),
     data: Path = typer.Option(..., help="Training set JSONL (from `divcon distill build`)."),
     out: Path = typer.Option(..., help="Adapter folder to write; serve it as hf:<out>."),
-    epochs: float = typer.Option(1.0),
-    max_steps: int = typer.Option(-1, help="Stop after N optimizer steps (> 0 overrides --epochs)."),
-    max_examples: Optional[int] = typer.Option(None, help="Use the first N examples only."),
-    lr: float = typer.Option(2e-4),
-    lora_r: int = typer.Option(16),
-    batch_size: int = typer.Option(4),
-    max_len: int = typer.Option(512, help="Max tokens per example (prompt + target)."),
+    epochs: float = typer.Option(1.0, min=0.0),
+    max_steps: int = typer.Option(-1, min=-1, help="Stop after N optimizer steps (> 0 overrides --epochs)."),
+    max_examples: Optional[int] = typer.Option(None, min=1, help="Use the first N examples only."),
+    lr: float = typer.Option(2e-4, min=0.0),
+    lora_r: int = typer.Option(16, min=1),
+    batch_size: int = typer.Option(4, min=1),
+    max_len: int = typer.Option(512, min=16, help="Max tokens per example (prompt + target)."),
     target_modules: str = typer.Option("q_proj,k_proj,v_proj,o_proj",
                                        help="LoRA target modules, comma-separated, or all-linear."),
-    save_steps: int = typer.Option(25, help="Checkpoint interval; re-running the same command resumes."),
+    save_steps: int = typer.Option(25, min=1, help="Checkpoint interval; re-running the same command resumes."),
 ) -> None:
     """LoRA fine-tune a student, loss on the assistant turn only. CPU unless a GPU is available."""
     from divcon.distill.train import TrainConfig, train as run_train
 
     if not data.exists():
-        _fail(f"training set not found: {data}")
+        fail(f"training set not found: {data}")
     try:
         s = run_train(TrainConfig(base=base, data=str(data), out=str(out), epochs=epochs, max_steps=max_steps,
                                   max_examples=max_examples, lr=lr, lora_r=lora_r, batch_size=batch_size,
                                   max_len=max_len, target_modules=target_modules, save_steps=save_steps))
-    except (ValueError, RuntimeError, FileNotFoundError) as e:
-        _fail(str(e))
+    except (ValueError, RuntimeError, OSError) as e:
+        fail(str(e))
     t = Table("examples", "steps", "device", "s/step", "total s", "peak RSS MB", "final loss")
     t.add_row(str(s["examples"]), str(s["steps"]), s["device"], f"{s['seconds_per_step']:.2f}",
               f"{s['total_seconds']:.0f}", f"{s['peak_rss_mb']:.0f}",
               f"{s['final_loss']:.4f}" if s["final_loss"] is not None else "-")
-    _console().print(t)
-    _console().print(f"adapter: {out}  (serve with --decomposer hf:{out.resolve()})")
+    console.print(t)
+    console.print(f"adapter: {out}  (serve with --decomposer hf:{out.resolve()})")
 
 
 @app.command()
@@ -127,9 +118,9 @@ def export(
     from divcon.distill.export import ExportError, export_lora_gguf
 
     if not (adapter / "adapter_config.json").exists():
-        _fail(f"no LoRA adapter in {adapter} (adapter_config.json missing)")
+        fail(f"no LoRA adapter in {adapter} (adapter_config.json missing)")
     try:
         path, spec = export_lora_gguf(adapter, out)
     except ExportError as e:
-        _fail(str(e))
-    _console().print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB); serve it as {spec}")
+        fail(str(e))
+    console.print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB); serve it as {spec}")

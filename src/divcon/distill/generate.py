@@ -16,12 +16,14 @@ from pathlib import Path
 from typing import Callable
 
 from divcon import __version__
-from divcon.backends import load_backend
+from divcon.backends import RequestRejected, load_backend
+from divcon.evaluate import run_examples
 from divcon.pipeline import Pipeline, PipelineConfig
 from divcon.pipeline.prompts import fingerprint as prompt_fingerprint
-from divcon.runs import RecordWriter, open_run, read_records
+from divcon.runs import RecordWriter, check_config, open_run, read_records
 from divcon.tasks import Task, get_task
 
+DISPLAY_KEYS = ("teacher",)  # the spec as typed; the resume check compares its identity ("models")
 SAMPLED_TEMPERATURE = 0.7  # the default when several samples are asked for: greedy decoding would repeat itself
 
 
@@ -75,34 +77,44 @@ def generate_traces(
                                      max_subquestions=max_subquestions), solver=teacher)
              for k in range(samples)]
     cfg = {"kind": "traces", "task": task.name, "split": split, "limit": limit, "offset": offset,
-           "teacher": teacher.spec, "samples": samples, "temperature": temperature,
-           "pipeline": asdict(pipes[0].config) | {"seed": None}, "prompts": prompt_fingerprint()}
+           "teacher": teacher.spec, "models": {"teacher": teacher.identity.key}, "samples": samples,
+           "temperature": temperature, "pipeline": asdict(pipes[0].config) | {"seed": None},
+           "prompts": prompt_fingerprint(), "divcon_version": __version__}
     run_dir = out_dir or default_traces_dir(task.name, split, teacher_spec, samples, limit)
-    open_run(run_dir, {**cfg, "divcon_version": __version__})
-    done = {(r["id"], r["sample"]) for r in read_records(run_dir, repair=True)}
+    check_config(run_dir, cfg, DISPLAY_KEYS)  # before anything is created: see divcon.evaluate.evaluate
     total = len(examples) * samples
-    if on_progress:
-        on_progress(len(done), total, None)
-    with RecordWriter(run_dir) as writer:
-        for ex in examples:
-            for k, pipe in enumerate(pipes):
-                if (ex.id, k) in done:
-                    continue
-                t0 = time.perf_counter()
-                res = pipe.run([ex], task.family)[0]
-                scored = task.evaluate(res.final_output, ex.golds)
-                rec = {
-                    "id": ex.id, "sample": k, "task": task.name, "family": task.family,
-                    "max_subquestions": max_subquestions, "question": ex.question, "context": ex.context,
-                    "golds": ex.golds, "subquestions": res.subquestions, "decomposer_output": res.outputs["decompose"],
-                    "solution": res.outputs["solve"], "answer": scored.answer, "answer_source": scored.answer_source,
-                    "correct": is_correct(task, scored.metrics), "metrics": scored.metrics,
-                    "truncated": res.truncated, "usage": [asdict(u) for u in res.usage],
-                    "wall_seconds": time.perf_counter() - t0,
-                }
-                writer.write(rec)
-                if on_progress:
-                    on_progress(1, total, rec)
+    if len(read_records(run_dir)) < total:
+        teacher.load()
+    with open_run(run_dir, cfg, DISPLAY_KEYS):
+        done = {(r["id"], r["sample"]) for r in read_records(run_dir, repair=True)}
+        if on_progress:
+            on_progress(len(done), total, None)
+        with RecordWriter(run_dir) as writer:
+            for ex in examples:
+                for k, pipe in enumerate(pipes):
+                    if (ex.id, k) in done:
+                        continue
+                    t0 = time.perf_counter()
+                    res = run_examples(pipe, [ex], task.family)[0]
+                    rec = {"id": ex.id, "sample": k, "task": task.name, "family": task.family,
+                           "max_subquestions": max_subquestions, "question": ex.question, "context": ex.context,
+                           "golds": ex.golds}
+                    if isinstance(res, RequestRejected):
+                        rec.update(subquestions=[], decomposer_output="", solution="", answer=None,
+                                   answer_source="error", correct=False, error=str(res).splitlines()[0],
+                                   metrics={m: 0.0 for m in task.evaluate("", ex.golds).metrics}, truncated=False,
+                                   usage=[])
+                    else:
+                        scored = task.evaluate(res.final_output, ex.golds)
+                        rec.update(subquestions=res.subquestions, decomposer_output=res.outputs["decompose"],
+                                   solution=res.outputs["solve"], answer=scored.answer,
+                                   answer_source=scored.answer_source, correct=is_correct(task, scored.metrics),
+                                   metrics=scored.metrics, truncated=res.truncated,
+                                   usage=[asdict(u) for u in res.usage])
+                    rec["wall_seconds"] = time.perf_counter() - t0
+                    writer.write(rec)
+                    if on_progress:
+                        on_progress(1, total, rec)
     records = read_records(run_dir)
     n_correct = sum(r["correct"] for r in records)
     summary = {"traces": len(records), "questions": len({r["id"] for r in records}), "correct": n_correct,

@@ -23,7 +23,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from divcon.runs import ConfigMismatch, open_run, write_json
+from divcon.runs import ConfigMismatch, RunLock, open_run, write_json
 
 
 @dataclass
@@ -128,7 +128,7 @@ def train(cfg: TrainConfig) -> dict:
     lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
                       target_modules=targets, task_type="CAUSAL_LM")
     ckpt_dir = out / "checkpoints"
-    resume = _resumable_checkpoint(ckpt_dir, cfg)
+    resume, lock = _resumable_checkpoint(ckpt_dir, cfg)
     args = SFTConfig(
         output_dir=str(ckpt_dir), save_strategy="steps", save_steps=cfg.save_steps, save_total_limit=1,
         num_train_epochs=cfg.epochs, max_steps=cfg.max_steps,
@@ -192,6 +192,7 @@ def train(cfg: TrainConfig) -> dict:
         "mean_loss": result.training_loss,
     }
     write_json(out / "divcon_train.json", summary)
+    lock.release()
     shutil.rmtree(ckpt_dir, ignore_errors=True)
     return summary
 
@@ -202,13 +203,14 @@ def _read_log(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
-def _resumable_checkpoint(ckpt_dir: Path, cfg: TrainConfig) -> str | None:
-    """The last checkpoint of an interrupted run with this very config, else None. The checkpoint dir is opened like
-    a run dir, so checkpoints of another config are refused rather than silently mixed into this run."""
+def _resumable_checkpoint(ckpt_dir: Path, cfg: TrainConfig) -> tuple[str | None, RunLock]:
+    """The last checkpoint of an interrupted run with this very config (else None), and the lock the caller holds
+    while it trains. The checkpoint dir is opened like a run dir, so checkpoints of another config are refused
+    rather than silently mixed into this run, and a second trainer on the same --out is refused."""
     from transformers.trainer_utils import get_last_checkpoint
 
     try:
-        open_run(ckpt_dir, asdict(cfg))
+        lock = open_run(ckpt_dir, asdict(cfg))
     except ConfigMismatch as e:
         raise ValueError(f"checkpoints of a different training config: {e}") from None
-    return get_last_checkpoint(str(ckpt_dir))
+    return get_last_checkpoint(str(ckpt_dir)), lock

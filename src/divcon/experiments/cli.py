@@ -1,7 +1,6 @@
 """``divcon experiment`` (run a YAML grid) and ``divcon report`` (tables, plot and notes from run dirs).
 
-Registered on the main app by :mod:`divcon.cli`; that module's console, progress bar and error helper are imported
-inside the commands because it imports this one while it is being built.
+Registered on the main app by :mod:`divcon.cli`; terminal output comes from :mod:`divcon.console`.
 """
 
 from __future__ import annotations
@@ -13,6 +12,7 @@ from typing import Optional
 import typer
 from rich.table import Table
 
+from divcon.console import console, fail, progress_bar, set_data_dir
 from divcon.experiments.grid import (Cell, CellStatus, GridError, file_status, load_grid, read_grid_json, run_grid,
                                     short_name)
 
@@ -34,23 +34,22 @@ def experiment(
     only_task: Optional[str] = typer.Option(None, help="Run only the cells of this task."),
     dry_run: bool = typer.Option(False, "--dry-run", help="List the cells, sizes and statuses; run nothing."),
     data_dir: Optional[Path] = typer.Option(None, help="Folder of the data sets (default ../shared/data)."),
-    stop_after: Optional[float] = typer.Option(None, help="Minutes; then stop cleanly after the current example "
+    stop_after: Optional[float] = typer.Option(None, min=0.0, help="Minutes; then stop cleanly after the current example "
                                                           "(re-run the same command to continue)."),
 ) -> None:
     """Run an experiment grid, task by task, into <out>/<task>/<label>/ with grid.json; re-run to resume."""
-    from divcon.cli import _fail, _set_data_dir, console, progress_bar
     from divcon.tasks import get_task
 
-    _set_data_dir(data_dir)
+    set_data_dir(data_dir)
     if not config.exists():
-        _fail(f"config not found: {config}")
+        fail(f"config not found: {config}")
     try:
         grid = load_grid(config)
     except (GridError, ValueError) as e:
-        _fail(str(e))
+        fail(str(e))
     out = out or grid.out or Path("runs/experiments") / config.stem
     if only_task is not None and only_task not in {c.task for c in grid.cells}:
-        _fail(f"no cell runs on task {only_task!r}; tasks: {', '.join(sorted({c.task for c in grid.cells}))}")
+        fail(f"no cell runs on task {only_task!r}; tasks: {', '.join(sorted({c.task for c in grid.cells}))}")
     statuses = [file_status(c, out) for c in grid.cells]
     if dry_run:
         console.print(_cells_table(grid.cells, statuses, out, only_task))
@@ -112,15 +111,14 @@ def report(
     title: Optional[str] = typer.Option(None, help="Report title (default: the first grid's title)."),
 ) -> None:
     """Build a report (tables with 95% CIs, tokens, $; quality-vs-cost plot) from run files alone."""
-    from divcon.cli import _fail, console
     from divcon.experiments.report import build_report
 
     try:
         dirs, grid_title = expand_run_dirs(paths)
         if not dirs:
-            _fail("no run dir with a config.json among the arguments")
+            fail("no run dir with a config.json among the arguments")
         build_report(dirs, out, title or grid_title or "divcon report")
     except ValueError as e:
-        _fail(str(e))
+        fail(str(e))
     console.print(f"report: {out / 'report.md'}, {out / 'report.html'}, {out / 'quality_vs_cost.png'}, "
                   f"{out / 'report.json'}")

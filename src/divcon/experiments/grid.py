@@ -274,10 +274,11 @@ def run_grid(grid: Grid, out: Path, statuses: list[CellStatus], config_path: Pat
     computed them already to size the progress bar.
 
     A cell that fails (model not installed, a run dir holding another config) is recorded as failed and the grid
-    goes on; interrupts propagate, and a re-run resumes. ``should_stop`` is asked after every example (and before
-    every cell): when it says yes the grid stops cleanly, the cell in progress stays partial, and a re-run resumes
+    goes on; interrupts and a backend outage (:class:`BackendUnavailable`) propagate, and a re-run resumes.
+    ``should_stop`` is asked after every example (and before every cell): when it says yes the grid stops cleanly, the cell in progress stays partial, and a re-run resumes
     it. That lets a time-boxed session end with everything written and ``grid.json`` truthful.
     """
+    from divcon.backends import BackendUnavailable
     from divcon.evaluate import evaluate
 
     statuses = list(statuses)
@@ -305,6 +306,10 @@ def run_grid(grid: Grid, out: Path, statuses: list[CellStatus], config_path: Pat
             statuses[i] = file_status(cell, out)
             write_grid_json(out, grid, statuses, config_path)
             break
+        except BackendUnavailable:  # an outage is not this cell's fault: stop the grid, keep what is written
+            statuses[i] = file_status(cell, out)
+            write_grid_json(out, grid, statuses, config_path)
+            raise
         except (ValueError, RuntimeError, OSError) as e:  # ConfigMismatch and ModelNotAvailable are RuntimeErrors
             statuses[i] = CellStatus("failed", statuses[i].n, len(read_records(cell.run_dir(out))),
                                      f"{type(e).__name__}: {e}")

@@ -5,7 +5,8 @@ Only ``config.json`` and ``records.jsonl`` are read and every number is recomput
 :func:`divcon.evaluate.summarize`, so a report can never disagree with the records (a stale ``summary.json`` from an
 interrupted run is ignored), and price-table changes show up on the next report without re-running anything.
 Output: ``report.md``, ``report.html`` (self-contained: inline CSS, the plot as base64), ``quality_vs_cost.png`` and
-``report.json`` (the numbers behind all of it).
+``report.json`` (the numbers behind all of it). Paths in the output are relative to the report folder, so a
+committed report names no machine's directories and still leads to its runs.
 """
 
 from __future__ import annotations
@@ -14,10 +15,12 @@ import base64
 import html
 import json
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from divcon.cost import load_table, price_of
 from divcon.evaluate import big_model, summarize
 from divcon.experiments.grid import derived_label, read_grid_json, short_name
 from divcon.pipeline.prompts import NO_DECOMPOSITION
@@ -59,35 +62,80 @@ def load_run(run_dir: Path) -> Run:
     return Run(run_dir, cfg, read_records(run_dir), label)
 
 
-def _fmt_money(x: float) -> str:
-    return f"{x:.3g}"
+def _rel(path: Path, out_dir: Path) -> str:
+    """``path`` as seen from the report folder, with POSIX separators: report.json is committed and read on other
+    machines, where this machine's absolute paths mean nothing (and reveal its layout)."""
+    return Path(os.path.relpath(path.resolve(), out_dir.resolve())).as_posix()
 
 
-def _row(run: Run, summary: dict, big: str | None) -> dict[str, Any]:
+def _fmt_money(x: float | None) -> str:
+    """None is a cost that cannot be known (a model with no price); printing it as 0 would flatter the row."""
+    return "unpriced" if x is None else f"{x:.3g}"
+
+
+def _per_question(x: float | None, n: int) -> float | None:
+    return None if x is None else x / n
+
+
+def _unpriced(summary: dict, prices: dict) -> list[str]:
+    """Models of a run with no price: the summary's ``unpriced`` list, or, from a summary made before it had one
+    (which counted them as $0), the price table's verdict, so an unpriced model never passes as free."""
+    if "unpriced" in summary:
+        return sorted(summary["unpriced"] or [])
+    return sorted(m for m in summary["by_model"] if price_of(m, prices).source == "unpriced")
+
+
+def _row(run: Run, summary: dict, big: str | None, prices: dict, out_dir: Path) -> dict[str, Any]:
     primary = summary["primary"]
     values = [r["metrics"].get(primary, 0.0) for r in run.records]
     lo, hi = bootstrap_ci(values)
     n = summary["n"]
-    others = {m: u for m, u in summary["by_model"].items() if m != big}
-    bm = summary["by_model"].get(big, {"tokens_in": 0, "tokens_out": 0, "dollars": 0.0, "seconds": 0.0})
+    unpriced = _unpriced(summary, prices)
+    by_model = {m: {**u, "dollars": None} if m in unpriced else u for m, u in summary["by_model"].items()}
+    unpriced_stages = {u["stage"] for r in run.records for u in r.get("usage") or [] if u["model"] in unpriced}
+    by_stage = {s: {**u, "dollars": None} if s in unpriced_stages else u for s, u in summary["by_stage"].items()}
+    others = {m: u for m, u in by_model.items() if m != big}
+    bm = by_model.get(big, {"tokens_in": 0, "tokens_out": 0, "dollars": 0.0, "seconds": 0.0})
+    big_dollars = None if big in unpriced else summary["big_model_dollars"]
+    dollars = None if unpriced else summary["dollars"]
     return {
-        "label": run.label, "run_dir": str(run.run_dir), "task": summary["task"], "split": summary["split"],
-        "mode": summary["mode"], "decomposer": summary["decomposer"], "solver": summary["solver"], "n": n,
+        "label": run.label, "run_dir": _rel(run.run_dir, out_dir), "task": summary["task"],
+        "split": summary["split"], "mode": summary["mode"], "decomposer": summary["decomposer"],
+        "solver": summary["solver"], "n": n,
+        # examples the runner could not run (prompt past the context window, ...): scored 0, so they must be visible
+        "errors": sum(1 for r in run.records if r.get("error")),
         "primary": primary, "metric": summary["metrics"].get(primary, 0.0), "ci95": [lo, hi],
         "extra_metrics": {k: v for k, v in summary["metrics"].items() if k != primary},
-        "by_model": summary["by_model"], "by_stage": summary["by_stage"],
+        "by_model": by_model, "by_stage": by_stage, "unpriced": unpriced,
         "big_tokens_in": bm["tokens_in"], "big_tokens_out": bm["tokens_out"],
         "other_tokens_in": sum(u["tokens_in"] for u in others.values()),
         "other_tokens_out": sum(u["tokens_out"] for u in others.values()),
         "tokens_per_question": (summary["tokens_in"] + summary["tokens_out"]) / n,
         "big_tokens_per_question": (bm["tokens_in"] + bm["tokens_out"]) / n,
-        "big_dollars": summary["big_model_dollars"], "big_dollars_per_question": summary["big_model_dollars"] / n,
-        "dollars": summary["dollars"], "model_seconds": summary["model_seconds"],
+        "big_dollars": big_dollars, "big_dollars_per_question": _per_question(big_dollars, n), "dollars": dollars,
+        "model_seconds": summary["model_seconds"],
         "model_seconds_per_question": summary["model_seconds"] / n,
         "wall_seconds_per_question": summary["wall_seconds"] / n, "answer_source": summary["answer_source"],
         "mean_subquestions": summary["mean_subquestions"], "no_subquestions": summary["no_subquestions"],
         "truncated": summary["truncated"],
     }
+
+
+def _priced(rows: list[dict]) -> list[int]:
+    """Indices of the rows with a big-model cost: only they have a place on the cost axis and in the Pareto front (an
+    unpriced row drawn at $0 would sit on the front for free)."""
+    return [i for i, r in enumerate(rows) if r["big_dollars_per_question"] is not None]
+
+
+def _unpriced_note(rows: list[dict]) -> str | None:
+    """The sentence naming the rows left off the plot and front, with the models that have no price."""
+    left = [r for r in rows if r["big_dollars_per_question"] is None]
+    if not left:
+        return None
+    return ("No big-model cost (a model without a price), so left out of the quality-vs-cost plot and the Pareto "
+            "front: "
+            + "; ".join(f"{r['label']} ({r['task']}; unpriced: {', '.join(r['unpriced']) or '-'})" for r in left)
+            + ". Add them to the price table (resources/prices.json or $DIVCON_PRICES) to place them.")
 
 
 def _static_vs_dynamic(rows: list[dict]) -> list[dict]:
@@ -148,28 +196,31 @@ def _plot(tasks: list[dict], big: str | None, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    peak = max((r["big_dollars_per_question"] for t in tasks for r in t["rows"]), default=0.0)
+    peak = max((t["rows"][i]["big_dollars_per_question"] for t in tasks for i in _priced(t["rows"])), default=0.0)
     exp = math.floor(math.log10(peak)) if peak > 0 else 0  # local-model dollars are ~1e-6: one readable scale
     ncols = min(3, len(tasks))
     nrows = -(-len(tasks) // ncols)
     fig, axes = plt.subplots(nrows, ncols, figsize=(5.2 * ncols, 4.2 * nrows), squeeze=False)
     for ax, t in zip(axes.flat, tasks):
-        rows = t["rows"]
+        shown = _priced(t["rows"])
+        rows = [t["rows"][i] for i in shown]
         xs = [r["big_dollars_per_question"] / 10**exp for r in rows]
         ys = [r["metric"] for r in rows]
         err = [[y - r["ci95"][0] for y, r in zip(ys, rows)], [r["ci95"][1] - y for y, r in zip(ys, rows)]]
         ax.errorbar(xs, ys, yerr=err, fmt="none", ecolor="0.75", elinewidth=1, capsize=2)
         front = set(t["pareto"])
-        span = max(xs) or 1.0
+        span = max(xs, default=0.0) or 1.0
         ax.set_xlim(-0.05 * span, 1.35 * span)  # room on the right for the labels of the costliest points
-        for i, (x, y) in enumerate(zip(xs, ys)):
+        for i, x, y in zip(shown, xs, ys):
             ax.scatter([x], [y], marker="o" if i in front else "s", s=40, zorder=3,
                        color="tab:red" if i in front else "tab:blue")
         labels = [r["label"] for r in rows]
         for x, y, label, lift in zip(xs, ys, labels, _label_lifts(ax, xs, ys, labels)):
             ax.annotate(label, (x, y), textcoords="offset points", xytext=(4, 4 + lift), fontsize=7)
-        ax.plot([xs[i] for i in t["pareto"]], [ys[i] for i in t["pareto"]], color="tab:red", lw=1.2, zorder=2,
-                label="Pareto front")
+        ax.plot([xs[shown.index(i)] for i in t["pareto"]], [ys[shown.index(i)] for i in t["pareto"]],
+                color="tab:red", lw=1.2, zorder=2, label="Pareto front")
+        if not rows:
+            ax.text(0.5, 0.5, "no priced rows", ha="center", va="center", transform=ax.transAxes, color="0.5")
         ax.set_title(f"{t['task']} ({t['split']})")
         ax.set_xlabel("big-model $ per question" + (f" (x1e{exp})" if exp else "") + f", {short_name(big)}")
         ax.set_ylabel(t["primary"])
@@ -189,16 +240,20 @@ def _task_blocks(t: dict, big: str | None) -> list[Block]:
     for r in t["rows"]:
         extra = ", ".join(f"{k} {v:.3f}" for k, v in r["extra_metrics"].items()) or "-"
         rows.append([r["label"], r["mode"], short_name(r["decomposer"]), short_name(r["solver"]), str(r["n"]),
-                     f"{r['metric']:.3f} [{r['ci95'][0]:.3f}, {r['ci95'][1]:.3f}]", extra,
+                     str(r["errors"]), f"{r['metric']:.3f} [{r['ci95'][0]:.3f}, {r['ci95'][1]:.3f}]", extra,
                      f"{r['big_tokens_in']}/{r['big_tokens_out']}", f"{r['other_tokens_in']}/{r['other_tokens_out']}",
                      _fmt_money(r["big_dollars"]), _fmt_money(r["dollars"]), f"{r['model_seconds']:.1f}",
                      f"{r['model_seconds_per_question']:.2f}"])
-    blocks.append(("table", ["label", "mode", "decomposer", "solver", "n", f"{p} [95% CI]", "extra (not primary)",
-                             f"big-model tokens in/out ({short_name(big)})", "other models tokens in/out",
+    blocks.append(("table", ["label", "mode", "decomposer", "solver", "n", "errors", f"{p} [95% CI]",
+                             "extra (not primary)", f"big-model tokens in/out ({short_name(big)})",
+                             "other models tokens in/out",
                              "big-model $", "total $", "model s", "model s/question"], rows))
     if t["pareto"]:
         blocks.append(("p", "Pareto front (big-model $ per question vs " + p + "): "
                        + ", ".join(t["rows"][i]["label"] for i in t["pareto"]) + "."))
+    note = _unpriced_note(t["rows"])
+    if note:
+        blocks.append(("p", note))
     blocks.append(("h3", "Tokens by model"))
     blocks.append(("table", ["label", "model", "tokens in", "tokens out", "calls", "model s", "$"],
                    [[r["label"], m, str(u["tokens_in"]), str(u["tokens_out"]), str(u["calls"]), f"{u['seconds']:.1f}",
@@ -244,15 +299,19 @@ def _notes(tasks: list[dict], big: str | None, empty: list[str]) -> list[Block]:
               "\"Final answer:\", ####, \\boxed{}); numeric tasks fall back to the last number in the output. The "
               "primary metric scores only that extracted answer; its interval is a seeded percentile bootstrap "
               "(2000 resamples) over questions. The lenient figure (the gold appears anywhere in the output, the "
-              "paper's lenient scoring) is an extra column and never the primary number."),
+              "paper's lenient scoring) is an extra column and never the primary number. The errors column counts "
+              "questions that could not be run at all (a prompt longer than the model's context, say): they score 0 "
+              "and stay in n."),
         ("h2", "Cost"),
         ("p", f"The big model is the most expensive model across this report ({big or 'none'}). Local models are "
               "priced as in the paper, reference $ x parameters / reference parameters (`resources/prices.json`, "
-              "override with $DIVCON_PRICES). Calls answered from the shared call cache count the tokens and "
-              "seconds of their original computation, so a stage shared by two cells costs each what it would "
-              "have cost alone. Model seconds are the models' own generation time as logged with each call (so a "
-              "cached re-run reports the same figure); the wall time of the run itself, which shrinks on cached "
-              "re-runs, is in report.json (wall_seconds_per_question)."),
+              "override with $DIVCON_PRICES); a model with neither a price nor a known size is shown as "
+              "\"unpriced\", never as $0, and a row whose big model is unpriced has no place on the cost axis. "
+              "Calls answered from the shared call cache count the tokens and seconds of their original "
+              "computation, so a stage shared by two cells costs each what it would have cost alone. Model seconds "
+              "are the models' own generation time as logged with each call (so a cached re-run reports the same "
+              "figure); the wall time of the run itself, which shrinks on cached re-runs, is in report.json "
+              "(wall_seconds_per_question)."),
     ]
     if empty:
         blocks.append(("p", "Run dirs with no records yet, left out: " + ", ".join(empty) + "."))
@@ -303,39 +362,44 @@ def build_report(run_dirs: list[Path], out_dir: Path, title: str = "divcon repor
 
     Rows keep the order of ``run_dirs`` (grid order); tasks appear in order of first appearance.
     """
-    from divcon.cost import load_table
-
     seen: set[Path] = set()
     runs = []
     for d in run_dirs:
         if d.resolve() not in seen:
             seen.add(d.resolve())
             runs.append(load_run(d))
-    empty = [str(r.run_dir) for r in runs if not r.records]
+    empty = [_rel(r.run_dir, out_dir) for r in runs if not r.records]
     runs = [r for r in runs if r.records]
     if not runs:
         raise ValueError("none of the run dirs holds any record yet")
     prices = load_table()
-    big = big_model(sorted({u["model"] for r in runs for rec in r.records for u in rec["usage"]}), prices)
+    big = big_model(sorted({u["model"] for r in runs for rec in r.records for u in rec.get("usage") or []}), prices)
 
     by_task: dict[tuple[str, str], list[dict]] = {}
     for run in runs:
         summary = summarize(run.records, {**run.config, "run_dir": str(run.run_dir)}, prices, big)
-        by_task.setdefault((summary["task"], summary["split"]), []).append(_row(run, summary, big))
+        row = _row(run, summary, big, prices, out_dir)
+        by_task.setdefault((summary["task"], summary["split"]), []).append(row)
     tasks = []
     for (task, split), rows in by_task.items():
+        shown = _priced(rows)
         tasks.append({"task": task, "split": split, "primary": rows[0]["primary"], "rows": rows,
-                      "pareto": pareto_front([(r["big_dollars_per_question"], r["metric"]) for r in rows]),
+                      "pareto": [shown[i] for i in pareto_front([(rows[j]["big_dollars_per_question"],
+                                                                     rows[j]["metric"]) for j in shown])],
                       "static_vs_dynamic": _static_vs_dynamic(rows)})
 
     out_dir.mkdir(parents=True, exist_ok=True)
     _plot(tasks, big, out_dir / "quality_vs_cost.png")
     blocks: list[Block] = [("h1", title), ("img", "quality_vs_cost.png")]
+    note = _unpriced_note([r for t in tasks for r in t["rows"]])
+    if note:
+        blocks.append(("p", note))
     for t in tasks:
         blocks += _task_blocks(t, big)
     blocks += _notes(tasks, big, empty)
     (out_dir / "report.md").write_text(_md(blocks), encoding="utf-8")
     (out_dir / "report.html").write_text(_html(blocks, title, out_dir), encoding="utf-8")
-    data = {"title": title, "big_model": big, "tasks": tasks, "empty_runs": empty}
+    unpriced = sorted({m for t in tasks for r in t["rows"] for m in r["unpriced"]})
+    data = {"title": title, "big_model": big, "unpriced": unpriced, "tasks": tasks, "empty_runs": empty}
     write_json(out_dir / "report.json", data)
     return data

@@ -77,9 +77,23 @@ def last_marker_end(text: str) -> int | None:
     return ends[-1] if ends else None
 
 
+def equation_result(ans: str) -> str:
+    """The value after the last '=' when ``ans`` is an equation ('10 + 90 = 100' -> '100'), else ``ans`` unchanged.
+
+    Models often write the working into the marked answer ('The answer is 10 + 90 = 100.'); the first number there is
+    an operand, not the result. Kept as is when nothing numeric follows the '=' ('x = ?')."""
+    if "=" not in ans:
+        return ans
+    tail = ans.rsplit("=", 1)[1].strip()
+    return tail if parse_number(tail) is not None else ans
+
+
 def extract_math(text: str) -> tuple[str | None, str]:
-    """(answer, source) for a numeric task. Source is 'marker', 'last_number' or 'none'."""
+    """(answer, source) for a numeric task. Source is 'marker', 'last_number' or 'none'. A marked equation gives the
+    value after its last '=' (see :func:`equation_result`)."""
     marked = extract_marked(text)
+    if marked is not None:
+        marked = equation_result(marked)
     if marked is not None and parse_number(marked) is not None:
         return marked, "marker"
     nums = list(NUMBER_RE.finditer(text or ""))

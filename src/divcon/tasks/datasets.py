@@ -1,4 +1,9 @@
-"""Loaders for the offline data sets in ../shared/data (see SOURCES.md there). Each returns a list of Examples."""
+"""Loaders for the offline data sets in ../shared/data (see SOURCES.md there). Each returns a list of Examples.
+
+A file that is not in the expected format raises :class:`DataFormatError` naming the file, the line (JSONL, 1-based)
+or record (JSON list, 1-based) and what is wrong, so a damaged or hand-edited copy gives one clear line, not a
+traceback from deep inside a loader. Blank lines in JSONL files are skipped.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +14,7 @@ import re
 import xml.etree.ElementTree as ET
 from functools import lru_cache
 from pathlib import Path
+from typing import Any, Callable, Iterator
 
 from divcon.paths import data_dir
 from divcon.tasks.base import Example
@@ -16,6 +22,55 @@ from divcon.tasks.base import Example
 
 class DataMissing(FileNotFoundError):
     """A data file is not where divcon looks; the message names the path and the override."""
+
+
+class DataFormatError(ValueError):
+    """A data file is malformed or lacks a field; the message names the file and the line or record. A ValueError so
+    the CLI, which turns ValueError into a one-line error, needs nothing new."""
+
+
+def _field(rec: Any, key: str, where: str, kind: type | tuple[type, ...] = str) -> Any:
+    """``rec[key]``, checked to be a ``kind``, or a DataFormatError naming ``where`` (file and line/record) and the
+    field, instead of a bare KeyError or a TypeError further on."""
+    if not isinstance(rec, dict):
+        raise DataFormatError(f"{where}: expected a JSON object, got {type(rec).__name__}")
+    if key not in rec:
+        raise DataFormatError(f"{where}: missing field {key!r}")
+    if not isinstance(rec[key], kind):
+        raise DataFormatError(f"{where}: field {key!r} has the wrong type ({type(rec[key]).__name__})")
+    return rec[key]
+
+
+def _jsonl(path: Path, opener: Callable = open) -> Iterator[tuple[str, Any]]:
+    """(where, record) for each non-blank line of a JSONL file (``opener=gzip.open`` for .jsonl.gz); ``where`` is
+    'path: line N' (1-based) for messages."""
+    try:
+        with opener(path, "rt", encoding="utf-8") as f:
+            for n, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    rec = json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise DataFormatError(f"{path}: line {n}: not valid JSON ({e.msg}, column {e.colno})") from None
+                yield f"{path}: line {n}", rec
+    except (UnicodeDecodeError, gzip.BadGzipFile, EOFError) as e:  # not UTF-8; not gzip or cut short
+        raise DataFormatError(f"{path}: cannot be read ({e})") from None
+
+
+def _json_list(path: Path) -> Iterator[tuple[int, str, Any]]:
+    """(index, where, record) for each record of a file holding one JSON list; ``where`` is 'path: record N'
+    (1-based) for messages, ``index`` the 0-based position the example ids use."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise DataFormatError(f"{path}: not valid JSON ({e.msg}, line {e.lineno}, column {e.colno})") from None
+    except UnicodeDecodeError as e:
+        raise DataFormatError(f"{path}: cannot be read ({e})") from None
+    if not isinstance(data, list):
+        raise DataFormatError(f"{path}: expected a JSON list of records, got {type(data).__name__}")
+    for i, rec in enumerate(data):
+        yield i, f"{path}: record {i + 1}", rec
 
 
 def _file(*parts: str) -> Path:
@@ -36,11 +91,10 @@ def gsm8k(split: str) -> list[Example]:
 @lru_cache(maxsize=None)
 def _gsm8k(path: Path, split: str) -> list[Example]:
     out = []
-    with open(path, encoding="utf-8") as f:
-        for i, line in enumerate(f):
-            d = json.loads(line)
-            gold = d["answer"].split("####")[-1].strip().replace(",", "")
-            out.append(Example(f"gsm8k-{split}-{i}", d["question"], [gold], meta={"solution": d["answer"]}))
+    for where, d in _jsonl(path):
+        question, answer = _field(d, "question", where), _field(d, "answer", where)
+        gold = answer.split("####")[-1].strip().replace(",", "")
+        out.append(Example(f"gsm8k-{split}-{len(out)}", question, [gold], meta={"solution": answer}))
     return out
 
 
@@ -54,14 +108,12 @@ def drop_dev() -> list[Example]:
 @lru_cache(maxsize=None)
 def _drop(path: Path) -> list[Example]:
     out = []
-    with gzip.open(path, "rt", encoding="utf-8") as f:
-        for i, line in enumerate(f):
-            d = json.loads(line)
-            m = _DROP_RE.match(d["context"])
-            if not m:
-                raise ValueError(f"DROP record {i} does not have the Passage/Question/Answer layout")
-            golds = [g.strip() for g in d["ref_text"].split("|") if g.strip()]
-            out.append(Example(f"drop-{i}", m["q"].strip(), golds, context=m["p"].strip()))
+    for where, d in _jsonl(path, gzip.open):
+        m = _DROP_RE.match(_field(d, "context", where))
+        if not m:
+            raise DataFormatError(f"{where}: 'context' does not have the Passage/Question/Answer layout")
+        golds = [g.strip() for g in _field(d, "ref_text", where).split("|") if g.strip()]
+        out.append(Example(f"drop-{len(out)}", m["q"].strip(), golds, context=m["p"].strip()))
     return out
 
 
@@ -88,8 +140,9 @@ def json_qa(*parts: str) -> list[Example]:
 
 @lru_cache(maxsize=None)
 def _json_qa(path: Path, name: str) -> list[Example]:
-    data = json.loads(path.read_text(encoding="utf-8"))
-    return [Example(f"{name}-{i}", d["question"].strip(), [str(d["answer"]).strip()]) for i, d in enumerate(data)]
+    return [Example(f"{name}-{i}", _field(d, "question", where).strip(),
+                    [str(_field(d, "answer", where, (str, int, float))).strip()])
+            for i, where, d in _json_list(path)]
 
 
 def svamp() -> list[Example]:
@@ -98,9 +151,10 @@ def svamp() -> list[Example]:
 
 @lru_cache(maxsize=None)
 def _svamp(path: Path) -> list[Example]:
-    data = json.loads(path.read_text(encoding="utf-8"))
-    return [Example(f"svamp-{d['ID']}", f"{d['Body'].strip()} {d['Question'].strip()}", [_fmt(d["Answer"])])
-            for d in data]
+    return [Example(f"svamp-{_field(d, 'ID', where, (str, int))}",
+                    f"{_field(d, 'Body', where).strip()} {_field(d, 'Question', where).strip()}",
+                    [_fmt(_field(d, "Answer", where, (int, float)))])
+            for _, where, d in _json_list(path)]
 
 
 def multiarith() -> list[Example]:
@@ -109,8 +163,14 @@ def multiarith() -> list[Example]:
 
 @lru_cache(maxsize=None)
 def _multiarith(path: Path) -> list[Example]:
-    data = json.loads(path.read_text(encoding="utf-8"))
-    return [Example(f"multiarith-{d['iIndex']}", d["sQuestion"].strip(), [_fmt(d["lSolutions"][0])]) for d in data]
+    out = []
+    for _, where, d in _json_list(path):
+        solutions = _field(d, "lSolutions", where, list)
+        if not solutions or not isinstance(solutions[0], (int, float)):
+            raise DataFormatError(f"{where}: field 'lSolutions' does not start with a number")
+        index, question = _field(d, "iIndex", where, (int, str)), _field(d, "sQuestion", where)
+        out.append(Example(f"multiarith-{index}", question.strip(), [_fmt(solutions[0])]))
+    return out
 
 
 def asdiv() -> list[Example]:
@@ -119,7 +179,10 @@ def asdiv() -> list[Example]:
 
 @lru_cache(maxsize=None)
 def _asdiv(path: Path) -> list[Example]:
-    root = ET.parse(path).getroot()
+    try:
+        root = ET.parse(path).getroot()
+    except ET.ParseError as e:  # its message gives line and column
+        raise DataFormatError(f"{path}: not well-formed XML ({e})") from None
     out = []
     for p in root.iter("Problem"):
         ans = p.findtext("Answer", "").split("(")[0].strip()

@@ -1,8 +1,10 @@
 """Metrics: numeric exact match (GSM8K and friends), official-style DROP EM/F1, SQuAD-style EM for open QA.
 
-DROP follows the official ``drop_eval.py`` (AllenNLP): lower-case, strip punctuation except inside numbers, drop
-articles, normalise numbers ('1,000'/'1000.0' -> '1000.0'), bag-of-words F1 with number matching, best over every
-gold answer. Multi-span alignment uses the Hungarian assignment from scipy as the official script does.
+DROP follows the official ``drop_eval.py`` (AllenNLP ``allennlp_rc/eval``, copied by simple-evals) token by token:
+split on spaces and hyphens, then lower-case, strip punctuation unless the token is a number, normalise numbers
+('1,000'/'1000.0'/'12%' -> '1000.0'/'1000.0'/'12.0'), drop articles, fix whitespace; bag-of-words F1 with number
+matching, best over every gold answer. Multi-span alignment uses the Hungarian assignment from scipy as the official
+script does. F1 is on a 0-1 scale as in AllenNLP (simple-evals multiplies it by 100).
 """
 
 from __future__ import annotations
@@ -45,20 +47,28 @@ def _is_number(text: str) -> bool:
         return False
 
 
+def _normalize_number(token: str) -> str:
+    return str(float(token)) if _is_number(token) else token
+
+
+def _remove_punc(token: str) -> str:
+    """Punctuation goes unless the token already reads as a number ('3.5' keeps its point)."""
+    return token if _is_number(token) else "".join(ch for ch in token if ch not in _EXCLUDE)
+
+
 def _normalize_token(token: str) -> str:
-    token = token.lower()
-    if not _is_number(token):
-        token = "".join(ch for ch in token if ch not in _EXCLUDE)
-    else:
-        token = str(float(token))
-    token = re.sub(r"\b(a|an|the)\b", " ", token)
-    return " ".join(token.split())
+    """One token, in the official order: lower -> remove punctuation -> number -> articles -> whitespace.
+
+    Numbers are normalised *after* punctuation removal, so '12%', '1,', '$1,000' and '(5)' become numbers, and
+    '2,5' becomes 25 and '1,000.5' becomes 10005, as the official script scores them. That is also how '1,000'
+    equals '1000': there is no separate thousands-separator rule."""
+    token = _normalize_number(_remove_punc(token.lower()))
+    return " ".join(re.sub(r"\b(a|an|the)\b", " ", token).split())
 
 
 def drop_normalize(text: str) -> str:
-    # numbers written with thousands separators ('1,000') are numbers, as in the official script's tokenisation
-    text = re.sub(r"(?<=\d),(?=\d{3}\b)", "", text)
-    parts = [_normalize_token(t) for t in re.split(r" |-", text)]
+    """The official ``_normalize_answer``: tokens split on spaces and hyphens, each normalised, empties dropped."""
+    parts = [_normalize_token(t) for t in re.split(" |-", text)]
     return " ".join(p for p in parts if p.strip()).strip()
 
 
