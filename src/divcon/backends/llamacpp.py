@@ -65,7 +65,7 @@ class LlamaCppBackend:
         self.path = Path(name) if name.endswith(".gguf") else resolve_gguf(name)
         if not self.path.exists():
             raise FileNotFoundError(f"GGUF file not found: {self.path}")
-        self.n_ctx = int_option(spec, "ctx", 4096, low=64)
+        self.n_ctx = int_option(spec, "ctx", 4096, low=256)  # llama-cpp-python breaks below 256
         self.n_threads = int_option(spec, "threads", os.cpu_count() or 2, low=1)
         self.lora = spec.options.get("lora")
         if self.lora and not Path(self.lora).exists():
