@@ -117,7 +117,7 @@ def train(cfg: TrainConfig) -> dict:
     t0 = time.perf_counter()
     out = Path(cfg.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    base_dir = resolve_base(cfg.base).resolve()  # absolute: the adapter config must find it from anywhere
+    base_dir = resolve_base(cfg.base).resolve()
     rows = load_examples(Path(cfg.data), cfg.max_examples)
     tok = AutoTokenizer.from_pretrained(str(base_dir))
     if tok.pad_token is None:
@@ -169,14 +169,20 @@ def train(cfg: TrainConfig) -> dict:
     tok.save_pretrained(str(out))
     adapter_cfg_path = out / "adapter_config.json"
     adapter_cfg = json.loads(adapter_cfg_path.read_text(encoding="utf-8"))
-    adapter_cfg["base_model_name_or_path"] = str(base_dir)
+    # An embedded base is named by its alias, not by this machine's cache folder: the adapter then loads on any
+    # machine (the backends resolve the alias), and no absolute path is written into a folder that gets committed.
+    base_name = cfg.base if cfg.base in EMBEDDED else str(base_dir)
+    adapter_cfg["base_model_name_or_path"] = base_name
     write_json(adapter_cfg_path, adapter_cfg)
+    card = out / "README.md"  # peft's model card names the base too
+    if card.exists():
+        card.write_text(card.read_text(encoding="utf-8").replace(str(base_dir), base_name), encoding="utf-8")
     if log:
         plot_loss(log, out / "loss.png")
     summary = {
         "config": asdict(cfg),
         "base_alias": cfg.base if cfg.base in EMBEDDED else None,
-        "base_dir": str(base_dir),
+        "base_dir": None if cfg.base in EMBEDDED else str(base_dir),
         "device": torch.cuda.get_device_name(0) if gpu else "cpu",
         "examples": len(rows),
         "examples_trained": len(trainer.train_dataset),  # trl drops examples whose target was truncated away
