@@ -11,10 +11,11 @@ import typer
 from rich.table import Table
 
 from divcon.backends.registry import DEFAULT_TEACHER
-from divcon.console import console, fail, progress_bar, progress_callback, set_data_dir, setup_logging, wide
+from divcon.console import (OneLineErrors, console, fail, progress_bar, progress_callback, set_data_dir, setup_logging,
+                            wide)
 
 app = typer.Typer(help="divcon: decompose with a small distilled model, solve with a big one; measure what it saves.",
-                  no_args_is_help=True, pretty_exceptions_show_locals=False)
+                  no_args_is_help=True, pretty_exceptions_show_locals=False, cls=OneLineErrors)
 TEACHER = f"llamacpp:{DEFAULT_TEACHER}"
 
 # What a command turns into one line on stderr and exit status 2: bad input, a model that cannot be found, loaded

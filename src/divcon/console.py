@@ -7,11 +7,14 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import time
 from pathlib import Path
-from typing import Callable, NoReturn, Optional
+from typing import Any, Callable, NoReturn, Optional
 
 import typer
+from typer.core import TyperGroup
+from typer.exceptions import Abort, TyperException
 from rich.console import Console
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColumn, Task, TaskID, TextColumn,
                            TimeElapsedColumn, TimeRemainingColumn)
@@ -27,6 +30,29 @@ def fail(msg: str) -> NoReturn:
     """One line on stderr and exit status 2: what a person (or a script) needs, never a traceback."""
     err_console.print(f"[red]error:[/red] {msg}", highlight=False, soft_wrap=True)
     raise typer.Exit(2)
+
+
+class OneLineErrors(TyperGroup):
+    """The root command group: a usage error (``--limit -1``, an unknown option) is one ``error:`` line on stderr
+    with exit status 2, like every other error, instead of click's usage text and a boxed message that wraps at 80
+    columns."""
+
+    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+        try:
+            rv = super().main(*args, standalone_mode=False, **kwargs)
+        except TyperException as e:  # typer's (vendored click's) usage errors
+            message = e.format_message() if hasattr(e, "format_message") else str(e)
+            err_console.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
+            if not standalone_mode:
+                raise
+            sys.exit(getattr(e, "exit_code", 2))
+        except Abort:
+            if not standalone_mode:
+                raise
+            sys.exit(130)
+        if not standalone_mode:
+            return rv
+        sys.exit(rv if isinstance(rv, int) else 0)  # an int here is the status of a typer.Exit
 
 
 class _StderrHandler(logging.Handler):
@@ -65,9 +91,11 @@ class _Field(ProgressColumn):
 
 
 def progress_bar() -> Progress:
-    """A bar on stderr with the running metric and questions per hour (the throughput a long run is judged by)."""
+    """A bar on stderr with the running metric and questions per hour (the throughput a long run is judged by).
+    Off a terminal (a log file, CI) it is off: rich would only print its last frame, in the way of the result."""
     return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), _Field("status"),
-                    _Field("rate"), TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), console=err_console)
+                    _Field("rate"), TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), console=err_console,
+                    disable=not err_console.is_terminal)
 
 
 def progress_callback(bar: Progress, bar_id: TaskID, label: str,

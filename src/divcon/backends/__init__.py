@@ -52,13 +52,15 @@ def validate_spec(spec: str) -> ModelSpec:
     factory = _factory(parsed.kind)
     declared: dict[str, str] = {**COMMON_OPTIONS, **getattr(factory, "OPTIONS", {})}
     for name in parsed.options:
+        # the messages name the model and the option, never the option's value: it may be a secret
+        where = f"{parsed.kind}:{parsed.name}"
         if _SECRET.search(name):
-            raise ValueError(f"option {name!r} in {spec!r}: secrets are never accepted in a model spec (they would be "
+            raise ValueError(f"option {name!r} of {where}: secrets are never accepted in a model spec (they would be "
                              "written to run files and the call log); set them in the environment, e.g. "
                              "OPENAI_API_KEY")
         if name not in declared:
             known = ", ".join(sorted(declared)) or "none"
-            raise ValueError(f"unknown option {name!r} in {spec!r}; options of the {parsed.kind} backend: {known}")
+            raise ValueError(f"unknown option {name!r} of {where}; options of the {parsed.kind} backend: {known}")
     if parsed.kind == "llamacpp" and not parsed.name.endswith(".gguf"):
         from divcon.backends.registry import lookup
 
