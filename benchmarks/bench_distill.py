@@ -24,7 +24,6 @@ import argparse
 import json
 import time
 from pathlib import Path
-from typing import Callable
 
 from tqdm import tqdm
 
@@ -36,6 +35,7 @@ from divcon.evaluate import evaluate, summarize
 from divcon.experiments.report import NO_SUBQUESTIONS_NOTE
 from divcon.experiments.stats import bootstrap_ci
 from divcon.pipeline import PipelineConfig
+from divcon.runner import StopWhen
 from divcon.runs import read_records
 from divcon.tasks import get_task
 
@@ -43,14 +43,6 @@ VARIANTS = ("sd-t", "sd-r", "se-t", "se-a")
 
 
 TRAIN_SPLIT = {"gsm8k": "train", "drop": "distill", "bamboogle": "distill"}
-
-
-class OutOfTime(Exception):
-    pass
-
-
-class ChunkDone(Exception):
-    """Raised from the progress callback to move on to the next row; the run resumes there next round."""
 
 
 def cells(teacher: str, student: str, students: Path) -> list[tuple[str, str, str]]:
@@ -148,12 +140,12 @@ def _write_report(out: Path, lines: list[str], data: dict) -> str:
 
 
 def evaluate_round_robin(task: str, rows: list[tuple[str, str, str]], out: Path, test_n: int, chunk: int,
-                         check_time: Callable[..., None]) -> None:
+                         deadline: float | None) -> None:
     """Evaluate the rows in rounds until all have ``test_n`` questions. Each round raises every row to the same
     level, ``chunk`` above the row that has fewest (a row already there waits), so a run cut short leaves the rows
     at about the same n even when they started unequal (say one row filled from an earlier benchmark's cache).
     Each run resumes from its records (the loaded models stay cached in the llama.cpp backend), so stopping
-    anywhere loses at most the question in progress."""
+    anywhere loses at most the questions in flight."""
     def have(label: str) -> int:
         return len(read_records(run_dir_of(out, label)))
 
@@ -161,27 +153,19 @@ def evaluate_round_robin(task: str, rows: list[tuple[str, str, str]], out: Path,
     while pending:
         level = min(have(label) for label, _, _ in pending) + chunk
         for row in list(pending):
+            if deadline is not None and time.monotonic() >= deadline:
+                return
             label, dec, sol = row
             quota = level - have(label)
             if quota <= 0:
                 continue
-            added = 0
-
-            def progress(_k: int, _total: int, rec: dict | None) -> None:
-                nonlocal added
-                check_time()
-                if rec is not None:
-                    added += 1
-                    if added >= quota:
-                        raise ChunkDone()
-
-            try:
-                _, s = evaluate(task, solver=sol, decomposer=dec, pcfg=PipelineConfig(mode="two-stage"),
-                                limit=test_n, out=run_dir_of(out, label), on_progress=progress)
+            _, s = evaluate(task, solver=sol, decomposer=dec, pcfg=PipelineConfig(mode="two-stage"), limit=test_n,
+                            out=run_dir_of(out, label), stop=StopWhen(deadline, max_new=quota))
+            if s["n"] >= test_n:
                 print(f"{label}: done, n={s['n']} {s['metrics']}", flush=True)
                 pending.remove(row)
-            except ChunkDone:
-                print(f"{label}: {have(label)}/{test_n}", flush=True)
+            else:
+                print(f"{label}: {s['n']}/{test_n}", flush=True)
 
 
 def main() -> None:
@@ -213,35 +197,30 @@ def main() -> None:
     if args.report_only:
         print(report(out, args, teacher, student))
         return
-    deadline = time.monotonic() + args.stop_after * 60 if args.stop_after else None
+    stop = StopWhen.after_minutes(args.stop_after)
+    with tqdm(desc="teacher traces", unit="trace") as bar:
+        def trace_progress(k: int, total: int, rec: dict | None) -> None:
+            bar.total = total
+            bar.update(k)
 
-    def check_time(*_: object) -> None:
-        if deadline and time.monotonic() > deadline:
-            raise OutOfTime()
-
-    try:
-        with tqdm(desc="teacher traces", unit="trace") as bar:
-            def trace_progress(k: int, total: int, rec: dict | None) -> None:
-                bar.total = total
-                bar.update(k)
-                check_time()
-
-            traces, _ = generate_traces(args.task, TRAIN_SPLIT[args.task], teacher, samples=args.samples,
-                                        limit=args.train_n, out_dir=out / "traces", on_progress=trace_progress)
+        traces, _ = generate_traces(args.task, TRAIN_SPLIT[args.task], teacher, samples=args.samples,
+                                    limit=args.train_n, out_dir=out / "traces", on_progress=trace_progress, stop=stop)
+    if not stop.out_of_time():  # the traces are complete: a time box reached in there leaves them partial
         for v in variants:
             if not (out / "data" / f"{v}.jsonl").exists():
                 build_dataset(traces, v, out / "data" / f"{v}.jsonl")
         for v in variants:
+            if stop.out_of_time():
+                break
             if not (out / "students" / v / "divcon_train.json").exists():
-                check_time()
                 train(TrainConfig(base=args.student, data=str(out / "data" / f"{v}.jsonl"),
                                   out=str(out / "students" / v), epochs=args.epochs, max_len=max_len[v[:2]]))
             if not (out / "students" / v / "lora.gguf").exists():
                 export_lora_gguf(out / "students" / v)
-        if args.test_n:
+        if args.test_n and not stop.out_of_time():
             evaluate_round_robin(args.task, cells(teacher, student, out / "students"), out, args.test_n, args.chunk,
-                                 check_time)
-    except OutOfTime:
+                                 stop.deadline)
+    if stop.out_of_time():
         print("stopped at the time limit; re-run the same command to continue", flush=True)
     print(report(out, args, teacher, student))
 

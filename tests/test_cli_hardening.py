@@ -59,7 +59,7 @@ FAKE_EVAL = ("eval", "--task", "gsm8k", "--solver", "fake:m", "--decomposer", "f
 # 1. numeric options ------------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("option, value", [
-    ("--limit", "-1"), ("--offset", "-3"), ("--batch-size", "-1"), ("--batch-size", "0"), ("--solve-tokens", "0"),
+    ("--limit", "-1"), ("--offset", "-3"), ("--concurrency", "-1"), ("--concurrency", "0"), ("--solve-tokens", "0"),
     ("--decompose-tokens", "0"), ("--max-subquestions", "0"),
 ])
 def test_eval_refuses_out_of_range_numbers_before_running(tmp_path, option, value):
@@ -223,7 +223,7 @@ def test_server_outage_stops_the_run_with_one_line_and_keeps_records(tmp_path):
     srv = DiesAfter(serve=2).start()
     try:
         out = tmp_path / "run"
-        cmd = ("eval", "--task", "gsm8k", "--limit", "4", "--mode", "cot",
+        cmd = ("eval", "--task", "gsm8k", "--limit", "4", "--mode", "cot", "--concurrency", "1",
                "--solver", f"openai:fake,base_url={srv.base_url},outage=1", "--out", out)
         r = divcon(*cmd)
         assert r.exit_code == 2, r.output

@@ -13,6 +13,7 @@ from divcon.backends import ChatRequest, Generation, ModelSpec, default_log, reg
 from divcon.cost import load_table, price_of
 from divcon.experiments.grid import GridError, file_status, parse_grid, read_grid_json, run_grid
 from divcon.experiments.report import build_report
+from divcon.runner import StopWhen
 from divcon.experiments.stats import bootstrap_ci, pareto_front
 from tests.fakes import is_decompose_prompt
 
@@ -144,13 +145,9 @@ def test_shared_decomposer_stage_computed_once(env: Path) -> None:
 def test_grid_stops_cleanly_and_resumes(env: Path) -> None:
     grid = parse_grid(yaml.safe_load(GRID_YAML))
     out = env / "grid"
-    asked = []
-
-    def stop_after_two() -> bool:  # asked before each cell and after each example
-        asked.append(1)
-        return len(asked) > 2
-
-    statuses = run_grid(grid, out, [file_status(c, out) for c in grid.cells], should_stop=stop_after_two)
+    # a clock that ticks once per model call: the time box ends after the first cell's second question (2 calls each)
+    stop = StopWhen(deadline=len(CALLS) + 4, clock=lambda: len(CALLS))
+    statuses = run_grid(grid, out, [file_status(c, out) for c in grid.cells], stop=stop, concurrency=1)
     assert [(s.status, s.done) for s in statuses] == [("partial", 2), ("pending", 0)]
     assert [(c["status"], c["done"]) for c in read_grid_json(out)["cells"]] == [("partial", 2), ("pending", 0)]
     statuses = run_grid(grid, out, [file_status(c, out) for c in grid.cells])

@@ -125,15 +125,15 @@ def test_persistent_server_errors_exhaust_budget(server):
     assert "HTTP 503" in msg and "model loading" in msg and server.base_url in msg and "\n" not in msg
 
 
-@pytest.mark.parametrize("option,value", [("outage", "abc"), ("outage", "-1"), ("workers", "0"),
-                                          ("workers", "2.5"), ("timeout", "0"), ("timeout", "x")])
+@pytest.mark.parametrize("option,value", [("outage", "abc"), ("outage", "-1"), ("concurrency", "0"),
+                                          ("concurrency", "2.5"), ("timeout", "0"), ("timeout", "x")])
 def test_bad_option_values_name_the_option(option, value):
     with pytest.raises(ValueError, match=rf"option {option}="):
         backend("http://127.0.0.1:9/v1", **{option: value})
 
 
 def test_options_are_declared():
-    assert set(OpenAIBackend.OPTIONS) == {"base_url", "workers", "timeout", "outage"}
+    assert set(OpenAIBackend.OPTIONS) == {"base_url", "concurrency", "timeout", "outage"}
     assert all(isinstance(h, str) and h and "\n" not in h for h in OpenAIBackend.OPTIONS.values())
 
 

@@ -122,11 +122,11 @@ class Overflow(ScriptedBackend):
         return super().generate(requests)
 
 
-@pytest.mark.parametrize("batch_size", [1, 3])
-def test_rejected_prompt_is_an_error_record_and_the_run_goes_on(tmp_path, batch_size):
+@pytest.mark.parametrize("concurrency", [1, 3])
+def test_rejected_prompt_is_an_error_record_and_the_run_goes_on(tmp_path, concurrency):
     register_backend("overflow", Overflow)
     out = tmp_path / "run"
-    _, summary = evaluate("gsm8k", solver="overflow:m", limit=3, out=out, batch_size=batch_size)
+    _, summary = evaluate("gsm8k", solver="overflow:m", limit=3, out=out, concurrency=concurrency)
     recs = {r["id"]: r for r in read_records(out)}
     assert sorted(recs) == [f"gsm8k-test-{i}" for i in range(3)]
     bad = recs["gsm8k-test-0"]
@@ -134,7 +134,7 @@ def test_rejected_prompt_is_an_error_record_and_the_run_goes_on(tmp_path, batch_
     assert all("error" not in recs[f"gsm8k-test-{i}"] for i in (1, 2))
     assert summary["errors"] == 1 and summary["n"] == 3
     assert summary["metrics"]["em"] == pytest.approx(sum(r["metrics"]["em"] for r in recs.values()) / 3)
-    _, again = evaluate("gsm8k", solver="overflow:m", limit=3, out=out, batch_size=batch_size)  # finishes at once
+    _, again = evaluate("gsm8k", solver="overflow:m", limit=3, out=out, concurrency=concurrency)  # finishes at once
     assert again["n"] == 3 and again["errors"] == 1
 
 

@@ -109,7 +109,8 @@ def summary_rows(s: dict) -> list[tuple[str, str]]:
             ("metric", f"{primary} {s['metrics'].get(primary, 0):.3f}" + (f" ({extra})" if extra else "")),
             ("tokens in", str(s["tokens_in"])), ("tokens out", str(s["tokens_out"])),
             ("big-model $", money(s["big_model_dollars"])), ("total $", money(s["dollars"])),
-            ("s/question", f"{s['wall_seconds'] / max(s['n'], 1):.1f}")]
+            ("s/question", f"{s['wall_seconds'] / max(s['n'], 1):.1f}"),
+            ("questions/hour", f"{s['questions_per_hour']:.0f}" if s.get("questions_per_hour") else "-")]
     if s["mode"] == "two-stage":
         rows.append(("subq/q (none)", f"{s['mean_subquestions']:.2f} ({s['no_subquestions']})"))
     return rows
@@ -143,7 +144,8 @@ def eval_cmd(
     solve_tokens: int = typer.Option(512, min=1, help="Max new tokens of the solver's generation."),
     decompose_tokens: int = typer.Option(192, min=1, help="Max new tokens of the decomposer's generation."),
     out: Optional[Path] = typer.Option(None, help="Run directory (default runs/<derived name>)."),
-    batch_size: int = typer.Option(1, min=1, help="Examples per backend call batch (raise it for API servers)."),
+    concurrency: Optional[int] = typer.Option(None, min=1, help="Questions in flight at once (default: what the "
+                                                               "backends serve at once)."),
     data_dir: Optional[Path] = typer.Option(None, help="Folder of the data sets (default ../shared/data)."),
 ) -> None:
     """Evaluate a pipeline on a task. Writes records.jsonl + summary.json; re-run the same command to resume."""
@@ -161,7 +163,7 @@ def eval_cmd(
             on_progress = progress_callback(bar, bar_id, primary, lambda rec: rec["metrics"].get(primary, 0.0))
             run_dir, summary = evaluate(task, solver=solver, decomposer=decomposer, pcfg=pcfg, split=split,
                                         limit=limit, offset=offset, shuffle_seed=shuffle_seed, out=out,
-                                        batch_size=batch_size, on_progress=on_progress)
+                                        concurrency=concurrency, on_progress=on_progress)
     except USER_ERRORS as e:
         fail(str(e))
     print_summaries([summary])

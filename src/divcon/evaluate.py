@@ -13,8 +13,9 @@ from typing import Callable
 from divcon import __version__
 from divcon.backends import LoggedBackend, RequestRejected, load_backend
 from divcon.cost import Price, load_table, price_of
-from divcon.pipeline import Pipeline, PipelineConfig, PipelineResult
+from divcon.pipeline import Pipeline, PipelineConfig
 from divcon.pipeline.prompts import fingerprint as prompt_fingerprint
+from divcon.runner import StopWhen, run_in_flight
 from divcon.runs import RecordWriter, check_config, open_run, read_records, write_json
 from divcon.tasks import Example, Task, get_task
 
@@ -49,26 +50,37 @@ def default_run_name(cfg: dict) -> str:
     return "_".join(parts)
 
 
-def run_examples(pipe: Pipeline, batch: list[Example], family: str) -> list[PipelineResult | RequestRejected]:
-    """Results of a batch, in order. A request the backend rejects (a prompt over the context window) fails only
-    its own example: the batch is redone one by one (what was computed is in the call cache) and the rejected
-    example comes back as its error, so one bad example can never stop, or forever block, a run."""
-    try:
-        return list(pipe.run(batch, family))
-    except RequestRejected as e:
-        if len(batch) == 1:
-            return [e]
-    return [run_examples(pipe, [ex], family)[0] for ex in batch]
-
-
 def error_record(task: Task, ex: Example, mode: str, error: Exception) -> dict:
     """The record of an example that could not be run: scored 0 on every metric, with the reason."""
     return {
         "id": ex.id, "question": ex.question, "has_context": ex.context is not None, "golds": ex.golds,
         "mode": mode, "subquestions": [], "outputs": {}, "final_output": "", "usage": [], "truncated": False,
         "answer": None, "answer_source": "error", "metrics": {k: 0.0 for k in task.evaluate("", ex.golds).metrics},
-        "error": str(error).splitlines()[0] if str(error) else type(error).__name__, "wall_seconds": 0.0,
+        "error": str(error).splitlines()[0] if str(error) else type(error).__name__,
     }
+
+
+def answer(pipe: Pipeline, task: Task, ex: Example) -> dict:
+    """One example's record. A request the backend rejects (a prompt over the context window) fails only its own
+    example: it becomes an error record, so one bad example can never stop, or forever block, a run."""
+    t0 = time.time()
+    try:
+        res = pipe.run_one(ex, task.family)
+    except RequestRejected as e:
+        rec = error_record(task, ex, pipe.config.mode, e)
+    else:
+        scored = task.evaluate(res.final_output, ex.golds)
+        rec = {"id": ex.id, "question": ex.question, "has_context": ex.context is not None, "golds": ex.golds,
+               **res.to_dict(), "answer": scored.answer, "answer_source": scored.answer_source,
+               "metrics": scored.metrics}
+    t1 = time.time()
+    return {**rec, "wall_seconds": t1 - t0, "started_at": t0, "finished_at": t1}
+
+
+def default_concurrency(*backends: LoggedBackend) -> int:
+    """Questions in flight when none is asked for: what the slowest-to-parallelise backend serves at once (an
+    in-process model 1, a llama.cpp server its slots, an API its concurrency option)."""
+    return max(1, min(b.concurrency for b in backends))
 
 
 def evaluate(
@@ -82,18 +94,18 @@ def evaluate(
     shuffle_seed: int | None = None,
     out: Path | None = None,
     runs_root: Path = Path("runs"),
-    batch_size: int = 1,
+    concurrency: int | None = None,
+    stop: StopWhen | None = None,
     on_progress: Callable[[int, int, dict | None], None] | None = None,
 ) -> tuple[Path, dict]:
     """Run (or resume) an evaluation; returns the run dir and its summary.
 
-    Order matters for "nothing silently wrong": the models are resolved (their identities) and loaded, and an
-    existing run dir's config is checked, before the run dir is created or locked, so a typo in a model path
-    leaves nothing behind that would refuse the corrected command.
+    Up to ``concurrency`` questions are in flight (default: :func:`default_concurrency`); ``stop`` ends the run
+    early and cleanly (a re-run continues). Order matters for "nothing silently wrong": the models are resolved
+    (their identities) and loaded, and an existing run dir's config is checked, before the run dir is created or
+    locked, so a typo in a model path leaves nothing behind that would refuse the corrected command.
     """
     pcfg = pcfg or PipelineConfig()
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be at least 1, not {batch_size}")
     task = get_task(task_name)
     split = split or task.default_split
     examples = task.examples(split, limit, offset, shuffle_seed)
@@ -117,24 +129,13 @@ def evaluate(
         if on_progress:
             on_progress(len(examples) - len(todo), len(examples), None)
         with RecordWriter(run_dir) as writer:
-            for start in range(0, len(todo), batch_size):
-                batch = todo[start:start + batch_size]
-                t0 = time.perf_counter()
-                results = run_examples(pipe, batch, task.family)
-                wall = (time.perf_counter() - t0) / len(batch)
-                for ex, res in zip(batch, results):
-                    if isinstance(res, RequestRejected):
-                        rec = error_record(task, ex, pcfg.mode, res)
-                    else:
-                        scored = task.evaluate(res.final_output, ex.golds)
-                        rec = {
-                            "id": ex.id, "question": ex.question, "has_context": ex.context is not None,
-                            "golds": ex.golds, **res.to_dict(), "answer": scored.answer,
-                            "answer_source": scored.answer_source, "metrics": scored.metrics, "wall_seconds": wall,
-                        }
-                    writer.write(rec)
-                    if on_progress:
-                        on_progress(1, len(examples), rec)
+            def write(rec: dict) -> None:
+                writer.write(rec)
+                if on_progress:
+                    on_progress(1, len(examples), rec)
+
+            run_in_flight(todo, lambda ex: answer(pipe, task, ex), write,
+                          concurrency or default_concurrency(solver_b, decomposer_b), stop)
         records = read_records(run_dir)
         summary = summarize(records, {**cfg, "run_dir": str(run_dir)})
         write_json(run_dir / "summary.json", summary)
@@ -193,6 +194,20 @@ def big_model(models: list[str], prices: dict, prefer: str | None = None) -> str
     return max(models, key=rank)
 
 
+def busy_seconds(records: list[dict]) -> float:
+    """Wall time the run spent working: the union of the records' [started_at, finished_at] intervals, so questions
+    in flight together count once and the pause between a kill and a resume counts not at all. Records from before
+    those fields existed count their own ``wall_seconds``."""
+    spans = sorted((r["started_at"], r["finished_at"]) for r in records if "started_at" in r)
+    total = sum(r.get("wall_seconds", 0.0) for r in records if "started_at" not in r)
+    end = -math.inf
+    for a, b in spans:
+        if b > end:
+            total += b - max(a, end)
+            end = b
+    return total
+
+
 def summarize(records: list[dict], cfg: dict, prices: dict | None = None, big: str | None = None) -> dict:
     """Means of each metric, usage by model and stage, dollars, and the big model's spend. Pure function of the
     records, so reports can recompute it from run files."""
@@ -204,6 +219,7 @@ def summarize(records: list[dict], cfg: dict, prices: dict | None = None, big: s
     by_stage = _usage_table(records, "stage", prices)
     big = big or big_model(list(by_model), prices, prefer=cfg.get("solver"))
     unpriced = unpriced_models(list(by_model), prices)
+    busy = busy_seconds(records)
     sources: dict[str, int] = defaultdict(int)
     for r in records:
         sources[r["answer_source"]] += 1
@@ -228,7 +244,9 @@ def summarize(records: list[dict], cfg: dict, prices: dict | None = None, big: s
         "dollars": None if unpriced else sum(v["dollars"] for v in by_model.values()),
         "unpriced": unpriced,
         "model_seconds": sum(v["seconds"] for v in by_model.values()),
-        "wall_seconds": sum(r.get("wall_seconds", 0.0) for r in records),
+        "wall_seconds": sum(r.get("wall_seconds", 0.0) for r in records),  # per-question latency, summed
+        "busy_seconds": busy,
+        "questions_per_hour": n / busy * 3600 if busy > 0 else None,
         "big_model": big,
         "big_model_tokens": bm["tokens_in"] + bm["tokens_out"],
         "big_model_dollars": bm["dollars"],

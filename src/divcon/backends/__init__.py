@@ -86,6 +86,11 @@ class LoggedBackend:
             self._inner = _factory(self.parsed.kind)(self.parsed)
         return self._inner
 
+    @property
+    def concurrency(self) -> int:
+        """Requests the backend serves at once (1 for an in-process model that decodes one sequence at a time)."""
+        return int(getattr(self.inner, "concurrency", 1))
+
     def load(self) -> None:
         """Build the backend and load its weights now, so a model that cannot load fails before a run dir exists."""
         warm = getattr(self.inner, "load", None)

@@ -50,6 +50,7 @@ class Generation:
     model: str
     cached: bool = False
     finish_reason: str = "stop"
+    cached_tokens: int = 0  # prompt tokens the server reused from its own prompt cache (0 = none or not reported)
 
 
 class RequestRejected(ValueError):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import atexit
 import os
+import threading
 import time
 from functools import lru_cache
 from pathlib import Path
@@ -38,6 +39,9 @@ def _load(path: str, n_ctx: int, n_threads: int, lora: str | None = None):
 
 
 _loaded: list = []
+# One in-process decode at a time: a Llama object is not thread-safe, and on a CPU two decodes side by side only
+# share the same cores. Questions in flight still overlap their waits with this (the call log, scoring).
+_DECODE = threading.Lock()
 
 
 @atexit.register
@@ -73,7 +77,8 @@ class LlamaCppBackend:
 
     @property
     def llm(self):
-        return _load(str(self.path), self.n_ctx, self.n_threads, self.lora)
+        with _DECODE:
+            return _load(str(self.path), self.n_ctx, self.n_threads, self.lora)
 
     def load(self) -> None:
         """Load the weights now (a corrupt file fails here, before any run dir is made)."""
@@ -86,14 +91,16 @@ class LlamaCppBackend:
         out = []
         for req in requests:
             t0 = time.perf_counter()
+            llm = self.llm
             try:
-                resp = self.llm.create_chat_completion(
-                    messages=req.message_dicts(),
-                    max_tokens=req.max_tokens,
-                    temperature=req.temperature,
-                    stop=list(req.stop) or None,
-                    seed=req.seed,
-                )
+                with _DECODE:
+                    resp = llm.create_chat_completion(
+                        messages=req.message_dicts(),
+                        max_tokens=req.max_tokens,
+                        temperature=req.temperature,
+                        stop=list(req.stop) or None,
+                        seed=req.seed,
+                    )
             except ValueError as e:  # "Requested tokens (5000) exceed context window of 4096"
                 if "context window" in str(e):
                     raise RequestRejected(f"{self.spec}: {e} (raise it with ,ctx=N)") from None

@@ -1,8 +1,18 @@
 """Any OpenAI-compatible server (OpenAI, vLLM, llama.cpp server, Ollama) through the official ``openai`` client.
 
-``openai:<model>[,base_url=http://host:8000/v1][,workers=8][,timeout=120][,outage=180]``. The key comes from
+``openai:<model>[,base_url=http://host:8000/v1][,concurrency=8][,timeout=120][,outage=180]``. The key comes from
 $DIVCON_OPENAI_API_KEY or $OPENAI_API_KEY (never from the spec, so it cannot leak into logs or cache keys), the base
 URL from the option or $OPENAI_BASE_URL.
+
+One backend instance may be shared by many threads (an in-flight runner calls ``generate([one request])`` from each
+question's thread). ``concurrency=`` bounds the requests on the wire across all of them: every HTTP attempt holds a
+slot of one semaphore per instance, released before any backoff sleep, so a request waiting out an outage never
+blocks the others. Batches of several requests run on one lazily created executor per instance, never a new pool per
+call.
+
+When the server says how much of the prompt it served from its prompt cache, :attr:`Generation.cached_tokens` carries
+it: vLLM (and OpenAI) report ``usage.prompt_tokens_details.cached_tokens``; llama.cpp's server adds a non-standard
+``timings`` object whose ``cache_n`` is that count (the openai client keeps such unknown fields in ``model_extra``).
 
 Retrying is done here, not by the client (``max_retries=0``): the client's few quick retries give up after ~20 s with
 a huge traceback, while a local server that is restarting or reloading a model needs minutes. So connection errors,
@@ -20,8 +30,9 @@ import random
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from email.utils import parsedate_to_datetime
+from typing import Any
 
 from divcon.backends.base import BackendUnavailable, ChatRequest, Generation, ModelSpec, RequestRejected
 
@@ -89,12 +100,58 @@ def _numeric_option(spec: ModelSpec, name: str, default: float, cast: Callable[[
     return value
 
 
+def _count(value: object) -> int | None:
+    """A token count from a server's JSON: a non-negative whole number, anything else is ignored (not trusted)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        return None
+    return int(value)
+
+
+def _cached_tokens(resp: object) -> int:
+    """Prompt tokens the server reused from its prompt cache, 0 when it does not say.
+
+    ``usage.prompt_tokens_details.cached_tokens`` is a declared field of the client's ``CompletionUsage`` (vLLM,
+    OpenAI, recent llama.cpp); llama.cpp's ``timings.cache_n`` is not, and the client keeps it as a plain dict in the
+    response's ``model_extra`` (pydantic's extra fields, also reachable as ``resp.timings``). When both are present
+    they describe the same thing, so the larger wins: a server that fills one of them only leaves the other at 0."""
+    found: list[int | None] = []
+    details = getattr(getattr(resp, "usage", None), "prompt_tokens_details", None)
+    if isinstance(details, dict):
+        found.append(_count(details.get("cached_tokens")))
+    elif details is not None:
+        found.append(_count(getattr(details, "cached_tokens", None)))
+    extra = getattr(resp, "model_extra", None)
+    timings = extra.get("timings") if isinstance(extra, dict) else getattr(resp, "timings", None)
+    if isinstance(timings, dict):
+        found.append(_count(timings.get("cache_n")))
+    return max((n for n in found if n is not None), default=0)
+
+
+class _Batch:
+    """One generate() call's shared state. The first request to fail for good records its error and sets ``give_up``
+    *before* releasing its slot, so that no queued request of the batch takes that slot and is sent; the caller raises
+    that error, never a sibling's "gave up" that may have finished first."""
+
+    def __init__(self) -> None:
+        self.give_up = threading.Event()
+        self.error: BaseException | None = None
+        self._lock = threading.Lock()
+
+    def fail(self, error: BaseException) -> BaseException:
+        with self._lock:
+            if self.error is None:
+                self.error = error
+        self.give_up.set()
+        return error
+
+
 class OpenAIBackend:
-    """A model behind an OpenAI-compatible chat completions endpoint, answering batches with a thread pool."""
+    """A model behind an OpenAI-compatible chat completions endpoint. Thread-safe: at most ``concurrency`` requests
+    of this instance are on the wire at once, whichever threads send them."""
 
     OPTIONS: dict[str, str] = {
         "base_url": "server URL, e.g. http://127.0.0.1:8000/v1 (default $OPENAI_BASE_URL, else OpenAI's)",
-        "workers": "requests sent in parallel (default 4)",
+        "concurrency": "most requests on the wire at once, across every thread using this model (default 8)",
         "timeout": "seconds one request may take before it counts as failed and is retried (default 120)",
         "outage": "seconds to keep retrying a down or overloaded server before giving up (default 180; 0 = no retry)",
     }
@@ -105,7 +162,7 @@ class OpenAIBackend:
         self.spec = str(spec)
         self.model = spec.name
         self.label = f"openai:{spec.name}"
-        self.workers = int(_numeric_option(spec, "workers", 4, int, lambda v: v >= 1, "a whole number >= 1"))
+        self.concurrency = int(_numeric_option(spec, "concurrency", 8, int, lambda v: v >= 1, "a whole number >= 1"))
         timeout = _numeric_option(spec, "timeout", 120.0, float, lambda v: 0 < v < math.inf, "a number of seconds > 0")
         self.outage = _numeric_option(spec, "outage", 180.0, float, lambda v: v >= 0, "a number of seconds >= 0")
         base_url = spec.options.get("base_url") or os.environ.get("OPENAI_BASE_URL")
@@ -118,17 +175,54 @@ class OpenAIBackend:
         self.client = OpenAI(base_url=base_url, api_key=api_key, max_retries=0, timeout=timeout)
         # the effective URL (option, $OPENAI_BASE_URL or the client's default) is what an error message must name
         self.base_url = str(self.client.base_url).rstrip("/")
+        self._slots = threading.BoundedSemaphore(self.concurrency)  # held only while a request is on the wire
+        self._pool: ThreadPoolExecutor | None = None  # for batches; created on the first one, then reused
+        self._pool_lock = threading.Lock()
 
-    def _create(self, req: ChatRequest, give_up: threading.Event):
+    def _executor(self) -> ThreadPoolExecutor:
+        """The one executor of this instance. It has more threads than slots, so that requests sleeping out a backoff
+        do not keep the others of a batch (or of other callers' batches) from the free slots; its threads are created
+        only as needed and are reused across calls."""
+        with self._pool_lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(max_workers=4 * self.concurrency,
+                                                thread_name_prefix=f"divcon-openai-{self.model}")
+            return self._pool
+
+    def close(self) -> None:
+        """Let the executor's idle threads end (a later batch starts a new executor). Optional: they are reused
+        while the backend lives and ended at interpreter exit anyway."""
+        with self._pool_lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
+
+    def _slot(self, batch: _Batch) -> None:
+        """Wait for a free slot, unless the batch is given up meanwhile: a queued request must then never be sent."""
+        while not self._slots.acquire(timeout=0.05):
+            if batch.give_up.is_set():
+                break
+        else:
+            if not batch.give_up.is_set():
+                return
+            self._slots.release()
+        raise BackendUnavailable(f"{self.label}: not sent: another request of the batch failed")
+
+    def _create(self, req: ChatRequest, batch: _Batch) -> tuple[Any, float]:
         """One chat completion, retried through outages until the budget since this request's first failure is spent.
+        Returns the response and when its first attempt went on the wire (time waiting for a slot is not the model's).
 
-        ``give_up`` is set when another request of the same batch has failed for good, so that the other workers stop
-        waiting out their own budgets against the same dead server."""
+        Each attempt holds one of the ``concurrency`` slots; the backoff between attempts does not. ``batch.give_up``
+        is set when another request of the same batch has failed for good, so that the others stop waiting out their
+        own budgets against the same dead server, and queued ones are never sent."""
         import openai
 
+        started: float | None = None
         first_failure: float | None = None
         backoff = BACKOFF_START_S
         while True:
+            self._slot(batch)
+            started = time.perf_counter() if started is None else started
             try:
                 return self.client.chat.completions.create(
                     model=self.model,
@@ -137,45 +231,51 @@ class OpenAIBackend:
                     temperature=req.temperature,
                     stop=list(req.stop) or None,
                     seed=req.seed,
-                )
+                ), started
             except openai.APIStatusError as e:
                 code = e.status_code
                 if code in REJECTED_STATUSES:
-                    raise RequestRejected(
+                    raise batch.fail(RequestRejected(
                         f"{self.label}: server {self.base_url} rejected the request (HTTP {code}): {_server_message(e)}"
-                    ) from e
+                    )) from e
                 if code not in RETRYABLE_STATUSES and code < 500:
-                    raise BackendUnavailable(
+                    raise batch.fail(BackendUnavailable(
                         f"{self.label}: server {self.base_url} answered HTTP {code} (check the API key, model name and "
                         f"base_url): {_server_message(e)}"
-                    ) from e
+                    )) from e
                 err: Exception = e
                 state, cause = "failing", f"HTTP {code}: {_server_message(e)}"
             except openai.APIConnectionError as e:  # includes APITimeoutError
                 err = e
                 root = _root_cause(e)
                 state, cause = "unreachable", e.message + (f" ({root})" if root and root != e.message else "")
+            finally:
+                self._slots.release()
             now = time.monotonic()
             first_failure = now if first_failure is None else first_failure
             down_for = now - first_failure
             remaining = self.outage - down_for
-            if remaining <= 0 or give_up.is_set():
+            if batch.give_up.is_set():
                 raise BackendUnavailable(
+                    f"{self.label}: server {self.base_url} {state}; gave up because another request of the batch "
+                    f"failed: {_one_line(cause)}"
+                ) from err
+            if remaining <= 0:
+                raise batch.fail(BackendUnavailable(
                     f"{self.label}: server {self.base_url} {state} for {down_for:.1f} s "
                     f"(outage budget {self.outage:g} s): {_one_line(cause)}"
-                ) from err
+                )) from err
             hinted = _retry_after(err)
             delay = min(hinted if hinted is not None else backoff * random.uniform(0.75, 1.0), remaining)
             backoff = min(backoff * 2, BACKOFF_CAP_S)
-            if give_up.wait(delay):
+            if batch.give_up.wait(delay):
                 raise BackendUnavailable(
                     f"{self.label}: server {self.base_url} {state}; gave up because another request of the batch "
                     f"failed: {_one_line(cause)}"
                 ) from err
 
-    def _one(self, req: ChatRequest, give_up: threading.Event) -> Generation:
-        t0 = time.perf_counter()
-        resp = self._create(req, give_up)
+    def _one(self, req: ChatRequest, batch: _Batch) -> Generation:
+        resp, t0 = self._create(req, batch)
         choice = resp.choices[0]
         usage = resp.usage
         return Generation(
@@ -185,22 +285,29 @@ class OpenAIBackend:
             seconds=time.perf_counter() - t0,
             model=self.spec,
             finish_reason=choice.finish_reason or "stop",
+            cached_tokens=_cached_tokens(resp),
         )
 
     def generate(self, requests: list[ChatRequest]) -> list[Generation]:
-        """Answer in order. The first failure fails the batch at once: the other workers are told to give up rather
-        than each spend a whole outage budget, and queued requests are never sent."""
-        give_up = threading.Event()
+        """Answer in order; safe to call from many threads at once. A single request is sent from the calling thread;
+        a batch runs on this instance's executor. The first failure fails the batch at once: its other requests are
+        told to give up rather than each spend a whole outage budget, and queued ones are never sent."""
+        batch = _Batch()
         if len(requests) <= 1:
-            return [self._one(r, give_up) for r in requests]
-        pool = ThreadPoolExecutor(self.workers)
+            return [self._one(r, batch) for r in requests]
+        futures: list[Future[Generation]] = []
         try:
-            futures = [pool.submit(self._one, r, give_up) for r in requests]
+            pool = self._executor()
+            for r in requests:
+                futures.append(pool.submit(self._one, r, batch))
             wait(futures, return_when=FIRST_EXCEPTION)
-            for f in futures:
+            if batch.error is not None:
+                raise batch.error
+            for f in futures:  # an error that is not the server's (a bug, an unexpected response) also ends it
                 if f.done() and not f.cancelled() and (exc := f.exception()) is not None:
                     raise exc
             return [f.result() for f in futures]
         finally:
-            give_up.set()
-            pool.shutdown(wait=False, cancel_futures=True)
+            batch.give_up.set()
+            for f in futures:
+                f.cancel()  # the shared executor stays; only this batch's queued requests are dropped

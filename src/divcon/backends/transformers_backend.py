@@ -8,6 +8,7 @@ to a regular HF folder in the cache. Option ``adapter=/path`` applies an adapter
 from __future__ import annotations
 
 import json
+import threading
 import time
 from functools import lru_cache
 from pathlib import Path
@@ -50,6 +51,9 @@ def resolve_base(name: str) -> Path:
     return p
 
 
+_DECODE = threading.Lock()  # one generate at a time: torch on a CPU gains nothing from two side by side
+
+
 @lru_cache(maxsize=2)
 def _load(base: str, adapter: str | None):
     import torch
@@ -84,9 +88,14 @@ class TransformersBackend:
         self.adapter = adapter
 
     def load(self) -> None:
-        _load(self.base, self.adapter)
+        with _DECODE:
+            _load(self.base, self.adapter)
 
     def generate(self, requests: list[ChatRequest]) -> list[Generation]:
+        with _DECODE:
+            return self._generate(requests)
+
+    def _generate(self, requests: list[ChatRequest]) -> list[Generation]:
         import torch
 
         tok, model = _load(self.base, self.adapter)

@@ -28,6 +28,8 @@ def generate(
     limit: Optional[int] = typer.Option(None, min=1, help="First N questions of the split."),
     offset: int = typer.Option(0, min=0),
     out: Optional[Path] = typer.Option(None, help="Traces dir (default runs/traces/<derived name>)."),
+    concurrency: Optional[int] = typer.Option(None, min=1, help="(question, sample) pairs in flight at once "
+                                                               "(default: what the teacher serves at once)."),
     data_dir: Optional[Path] = typer.Option(None, help="Folder of the data sets (default ../shared/data)."),
 ) -> None:
     """Teacher traces: decompose, solve and score each question. Re-run the same command to resume."""
@@ -39,7 +41,8 @@ def generate(
             bar_id = bar.add_task(f"traces {task}", total=None, status="")
             on_progress = progress_callback(bar, bar_id, "correct", lambda rec: float(rec["correct"]))
             run_dir, summary = generate_traces(task, split, teacher, samples=samples, temperature=temperature,
-                                               limit=limit, offset=offset, out_dir=out, on_progress=on_progress)
+                                               limit=limit, offset=offset, out_dir=out, on_progress=on_progress,
+                                               concurrency=concurrency)
     except (ValueError, RuntimeError, OSError) as e:
         fail(str(e))
     t = Table("traces", "questions", "correct", "accuracy", "questions with a correct trace")

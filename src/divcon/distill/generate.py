@@ -17,11 +17,12 @@ from typing import Callable
 
 from divcon import __version__
 from divcon.backends import RequestRejected, load_backend
-from divcon.evaluate import run_examples
+from divcon.evaluate import default_concurrency
 from divcon.pipeline import Pipeline, PipelineConfig
 from divcon.pipeline.prompts import fingerprint as prompt_fingerprint
+from divcon.runner import StopWhen, run_in_flight
 from divcon.runs import RecordWriter, check_config, open_run, read_records
-from divcon.tasks import Task, get_task
+from divcon.tasks import Example, Task, get_task
 
 DISPLAY_KEYS = ("teacher",)  # the spec as typed; the resume check compares its identity ("models")
 SAMPLED_TEMPERATURE = 0.7  # the default when several samples are asked for: greedy decoding would repeat itself
@@ -44,6 +45,28 @@ def default_traces_dir(task: str, split: str, teacher: str, samples: int, limit:
     return root / f"{task}_{split}_T-{short}_k{samples}_n{limit if limit is not None else 'all'}"
 
 
+def trace(pipe: Pipeline, task: Task, ex: Example, k: int) -> dict:
+    """One teacher trace: sample ``k``'s decomposition of ``ex``, the teacher's solution, and its score."""
+    c = pipe.config
+    t0 = time.time()
+    rec = {"id": ex.id, "sample": k, "task": task.name, "family": task.family,
+           "max_subquestions": c.max_subquestions, "question": ex.question, "context": ex.context, "golds": ex.golds}
+    try:
+        res = pipe.run_one(ex, task.family)
+    except RequestRejected as e:  # e.g. a passage over the context window: kept as an error, dropped by build
+        rec.update(subquestions=[], decomposer_output="", solution="", answer=None, answer_source="error",
+                   correct=False, error=str(e).splitlines()[0],
+                   metrics={m: 0.0 for m in task.evaluate("", ex.golds).metrics}, truncated=False, usage=[])
+    else:
+        scored = task.evaluate(res.final_output, ex.golds)
+        rec.update(subquestions=res.subquestions, decomposer_output=res.outputs["decompose"],
+                   solution=res.outputs["solve"], answer=scored.answer, answer_source=scored.answer_source,
+                   correct=is_correct(task, scored.metrics), metrics=scored.metrics, truncated=res.truncated,
+                   usage=[asdict(u) for u in res.usage])
+    t1 = time.time()
+    return {**rec, "wall_seconds": t1 - t0, "started_at": t0, "finished_at": t1}
+
+
 def generate_traces(
     task_name: str,
     split: str = "train",
@@ -55,11 +78,14 @@ def generate_traces(
     out_dir: Path | None = None,
     on_progress: Callable[[int, int, dict | None], None] | None = None,
     max_subquestions: int = 4,
+    concurrency: int | None = None,
+    stop: StopWhen | None = None,
 ) -> tuple[Path, dict]:
     """Generate (or resume) teacher traces. Returns the traces dir and a small summary.
 
     ``temperature`` defaults to 0 (greedy) for one sample and to 0.7 for several. ``on_progress(k, total, record)``
-    is called once with the already-done count (record None), then once per new record.
+    is called once with the already-done count (record None), then once per new record. Up to ``concurrency``
+    (question, sample) pairs are in flight; ``stop`` ends the run early and cleanly.
     """
     if samples < 1:
         raise ValueError(f"samples must be >= 1, not {samples}")
@@ -89,32 +115,15 @@ def generate_traces(
         done = {(r["id"], r["sample"]) for r in read_records(run_dir, repair=True)}
         if on_progress:
             on_progress(len(done), total, None)
+        todo = [(ex, k) for ex in examples for k in range(samples) if (ex.id, k) not in done]
         with RecordWriter(run_dir) as writer:
-            for ex in examples:
-                for k, pipe in enumerate(pipes):
-                    if (ex.id, k) in done:
-                        continue
-                    t0 = time.perf_counter()
-                    res = run_examples(pipe, [ex], task.family)[0]
-                    rec = {"id": ex.id, "sample": k, "task": task.name, "family": task.family,
-                           "max_subquestions": max_subquestions, "question": ex.question, "context": ex.context,
-                           "golds": ex.golds}
-                    if isinstance(res, RequestRejected):
-                        rec.update(subquestions=[], decomposer_output="", solution="", answer=None,
-                                   answer_source="error", correct=False, error=str(res).splitlines()[0],
-                                   metrics={m: 0.0 for m in task.evaluate("", ex.golds).metrics}, truncated=False,
-                                   usage=[])
-                    else:
-                        scored = task.evaluate(res.final_output, ex.golds)
-                        rec.update(subquestions=res.subquestions, decomposer_output=res.outputs["decompose"],
-                                   solution=res.outputs["solve"], answer=scored.answer,
-                                   answer_source=scored.answer_source, correct=is_correct(task, scored.metrics),
-                                   metrics=scored.metrics, truncated=res.truncated,
-                                   usage=[asdict(u) for u in res.usage])
-                    rec["wall_seconds"] = time.perf_counter() - t0
-                    writer.write(rec)
-                    if on_progress:
-                        on_progress(1, total, rec)
+            def write(rec: dict) -> None:
+                writer.write(rec)
+                if on_progress:
+                    on_progress(1, total, rec)
+
+            run_in_flight(todo, lambda job: trace(pipes[job[1]], task, *job), write,
+                          concurrency or default_concurrency(teacher), stop)
     records = read_records(run_dir)
     n_correct = sum(r["correct"] for r in records)
     summary = {"traces": len(records), "questions": len({r["id"] for r in records}), "correct": n_correct,

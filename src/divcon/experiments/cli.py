@@ -5,7 +5,6 @@ Registered on the main app by :mod:`divcon.cli`; terminal output comes from :mod
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Optional
 
@@ -13,6 +12,7 @@ import typer
 from rich.table import Table
 
 from divcon.console import console, fail, progress_bar, set_data_dir
+from divcon.runner import StopWhen
 from divcon.experiments.grid import (Cell, CellStatus, GridError, file_status, load_grid, read_grid_json, run_grid,
                                     short_name)
 
@@ -34,8 +34,11 @@ def experiment(
     only_task: Optional[str] = typer.Option(None, help="Run only the cells of this task."),
     dry_run: bool = typer.Option(False, "--dry-run", help="List the cells, sizes and statuses; run nothing."),
     data_dir: Optional[Path] = typer.Option(None, help="Folder of the data sets (default ../shared/data)."),
-    stop_after: Optional[float] = typer.Option(None, min=0.0, help="Minutes; then stop cleanly after the current example "
-                                                          "(re-run the same command to continue)."),
+    stop_after: Optional[float] = typer.Option(None, min=0.0, help="Minutes; then start no new question, finish "
+                                                                   "those in flight (re-run to continue)."),
+    concurrency: Optional[int] = typer.Option(None, min=1, help="Questions in flight per cell (default: the "
+                                                               "config's 'concurrency', else what the backends "
+                                                               "serve at once)."),
 ) -> None:
     """Run an experiment grid, task by task, into <out>/<task>/<label>/ with grid.json; re-run to resume."""
     from divcon.tasks import get_task
@@ -73,10 +76,9 @@ def experiment(
                 running["sum"] += rec["metrics"].get(primary, 0.0)
                 bar.update(bar_id, status=f"{cell.task} {cell.label}: {primary} {running['sum'] / running['n']:.3f}")
 
-        deadline = time.monotonic() + stop_after * 60 if stop_after is not None else None
         statuses = run_grid(grid, out, statuses, config_path=config, only_task=only_task,
                             on_progress=on_progress, on_cell_start=on_cell_start,
-                            should_stop=(lambda: time.monotonic() > deadline) if deadline is not None else None)
+                            stop=StopWhen.after_minutes(stop_after), concurrency=concurrency)
     console.print(_cells_table(grid.cells, statuses, out, only_task))
     unfinished = [s for c, s in zip(grid.cells, statuses)
                   if s.status in ("partial", "pending") and only_task in (None, c.task)]

@@ -12,7 +12,7 @@ Compact config form::
     limit: 30                      # default for every task (int), overridable per task
     split: null                    # null: the task's evaluation split
     shuffle_seed: null
-    batch_size: 1
+    concurrency: null               # questions in flight per cell (null: what the backends serve at once)
     pipeline: {max_subquestions: 4} # PipelineConfig defaults for every cell
     models: {T: "llamacpp:qwen2.5-1.5b", S: "llamacpp:smollm2-135m"}
     tasks: [gsm8k, {drop: {limit: 20}}, bamboogle]
@@ -34,9 +34,10 @@ from typing import Any, Callable
 import yaml
 
 from divcon.pipeline import MODES, PipelineConfig
+from divcon.runner import StopWhen
 from divcon.runs import read_records, write_json
 
-TOP_KEYS = {"limit", "split", "shuffle_seed", "batch_size", "pipeline", "models", "tasks", "cells", "out", "title"}
+TOP_KEYS = {"limit", "split", "shuffle_seed", "concurrency", "pipeline", "models", "tasks", "cells", "out", "title"}
 TASK_KEYS = {"limit", "split", "shuffle_seed"}
 CELL_KEYS = {"label", "mode", "decomposer", "solver", "tasks", "requires", "pipeline"}
 
@@ -78,7 +79,7 @@ class Cell:
 @dataclass
 class Grid:
     cells: list[Cell]
-    batch_size: int = 1
+    concurrency: int | None = None
     out: Path | None = None
     title: str | None = None
 
@@ -195,7 +196,10 @@ def parse_grid(data: dict[str, Any]) -> Grid:
                             f"{c.slug!r}; give them distinct labels")
         seen[(c.task, c.slug)] = c.label
     out = Path(data["out"]) if data.get("out") else None
-    return Grid(cells=cells, batch_size=int(data.get("batch_size") or 1), out=out, title=data.get("title"))
+    concurrency = data.get("concurrency")
+    if concurrency is not None and (not isinstance(concurrency, int) or concurrency < 1):
+        raise GridError(f"concurrency must be a whole number >= 1 (or null), got {concurrency!r}")
+    return Grid(cells=cells, concurrency=concurrency, out=out, title=data.get("title"))
 
 
 def load_grid(path: Path) -> Grid:
@@ -261,22 +265,19 @@ def read_grid_json(grid_dir: Path) -> dict[str, Any]:
 ProgressFn = Callable[[Cell, int, int, dict | None], None]
 
 
-class _Stop(Exception):
-    """Raised from the progress callback when ``should_stop`` says so; caught by :func:`run_grid`."""
-
-
 def run_grid(grid: Grid, out: Path, statuses: list[CellStatus], config_path: Path | None = None,
              only_task: str | None = None, on_progress: ProgressFn | None = None,
-             on_cell_start: Callable[[Cell], None] | None = None,
-             should_stop: Callable[[], bool] | None = None) -> list[CellStatus]:
+             on_cell_start: Callable[[Cell], None] | None = None, stop: StopWhen | None = None,
+             concurrency: int | None = None) -> list[CellStatus]:
     """Run every runnable cell (of ``only_task`` if given), resuming those already started, and keep ``grid.json``
     (which always lists every cell) current after each. ``statuses`` come from :func:`file_status`; the caller
     computed them already to size the progress bar.
 
     A cell that fails (model not installed, a run dir holding another config) is recorded as failed and the grid
     goes on; interrupts and a backend outage (:class:`BackendUnavailable`) propagate, and a re-run resumes.
-    ``should_stop`` is asked after every example (and before every cell): when it says yes the grid stops cleanly, the cell in progress stays partial, and a re-run resumes
-    it. That lets a time-boxed session end with everything written and ``grid.json`` truthful.
+    ``stop`` (a time box) is handed to each cell's runner: when it is reached the grid stops cleanly, the cell in
+    progress stays partial, and a re-run resumes it. That lets a time-boxed session end with everything written
+    and ``grid.json`` truthful. ``concurrency`` overrides the config's questions in flight.
     """
     from divcon.backends import BackendUnavailable
     from divcon.evaluate import evaluate
@@ -286,7 +287,7 @@ def run_grid(grid: Grid, out: Path, statuses: list[CellStatus], config_path: Pat
     for i, cell in enumerate(grid.cells):
         if statuses[i].status in ("skipped", "failed") or (only_task is not None and cell.task != only_task):
             continue
-        if should_stop and should_stop():
+        if stop and stop.out_of_time():
             break
         if on_cell_start:
             on_cell_start(cell)
@@ -294,18 +295,12 @@ def run_grid(grid: Grid, out: Path, statuses: list[CellStatus], config_path: Pat
         def progress(k: int, total: int, rec: dict | None, cell: Cell = cell) -> None:
             if on_progress:
                 on_progress(cell, k, total, rec)
-            if rec is not None and should_stop and should_stop():
-                raise _Stop()
 
         try:
             evaluate(cell.task, solver=cell.solver, decomposer=cell.decomposer, pcfg=cell.pipeline_config(),
                      split=cell.split, limit=cell.limit, shuffle_seed=cell.shuffle_seed, out=cell.run_dir(out),
-                     batch_size=grid.batch_size, on_progress=progress)
+                     concurrency=concurrency or grid.concurrency, stop=stop, on_progress=progress)
             statuses[i] = file_status(cell, out)
-        except _Stop:
-            statuses[i] = file_status(cell, out)
-            write_grid_json(out, grid, statuses, config_path)
-            break
         except BackendUnavailable:  # an outage is not this cell's fault: stop the grid, keep what is written
             statuses[i] = file_status(cell, out)
             write_grid_json(out, grid, statuses, config_path)

@@ -1,12 +1,12 @@
-"""The three ways to answer a question: single-stage, two-stage static (decompose, then solve in one generation),
-and dynamic (self-ask style: subquestion, answer, next subquestion ...). All work on a batch of examples so that
-backends that can parallelise (an OpenAI-compatible server) do; the local backends simply loop."""
+"""The three ways to answer a question, as strategy objects behind one interface: single-stage (direct / step by
+step), two-stage static (decompose, then solve in one generation), and dynamic (self-ask style: subquestion, answer,
+next subquestion ...). A routed strategy (decide per question whether to decompose) slots in the same way."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from divcon.backends import ChatRequest, LoggedBackend
+from divcon.backends import ChatRequest, Generation, LoggedBackend
 from divcon.pipeline import prompts as P
 from divcon.pipeline.result import PipelineResult
 from divcon.tasks.base import Example
@@ -31,97 +31,117 @@ class PipelineConfig:
             raise ValueError(f"unknown mode {self.mode!r}; modes: {', '.join(MODES)}")
 
 
-class Pipeline:
-    def __init__(self, config: PipelineConfig, solver: LoggedBackend, decomposer: LoggedBackend | None = None):
+class Strategy:
+    """One way to answer one question. Each question runs through its strategy on its own (no batch-wide stage
+    barrier), so a runner can keep many questions in flight and each finishes as soon as its own calls do."""
+
+    mode: str = ""
+
+    def __init__(self, config: PipelineConfig, solver: LoggedBackend, decomposer: LoggedBackend):
         self.config = config
         self.solver = solver
-        self.decomposer = decomposer or solver
+        self.decomposer = decomposer
 
-    def run(self, examples: list[Example], family: str) -> list[PipelineResult]:
-        for ex in examples:
-            if not ex.question or not ex.question.strip():
-                raise ValueError(f"example {ex.id!r} has an empty question")
-        mode = self.config.mode
-        if mode in ("direct", "cot"):
-            return self._single(examples, family, step_by_step=mode == "cot")
-        if mode == "two-stage":
-            return self._two_stage(examples, family)
-        return self._dynamic(examples, family)
-
-    def _req(self, messages: list[dict], max_tokens: int, sample: bool = False, stop: tuple[str, ...] = ()) -> ChatRequest:
+    def _req(self, messages: list[dict], max_tokens: int, sample: bool = False,
+             stop: tuple[str, ...] = ()) -> ChatRequest:
         c = self.config
         return ChatRequest.of(messages, max_tokens=max_tokens, temperature=c.temperature if sample else 0.0,
                               seed=c.seed if sample else 0, stop=stop)
 
-    def _single(self, examples: list[Example], family: str, step_by_step: bool) -> list[PipelineResult]:
-        if step_by_step:
-            reqs = [self._req(P.solve_messages(e.question, e.context, family, None), self.config.solve_tokens)
-                    for e in examples]
+    def _call(self, backend: LoggedBackend, request: ChatRequest) -> Generation:
+        return backend.generate([request])[0]
+
+    def run(self, ex: Example, family: str) -> PipelineResult:
+        raise NotImplementedError
+
+
+class SingleStage(Strategy):
+    """One model answers directly (``direct``) or step by step (``cot``)."""
+
+    def run(self, ex: Example, family: str) -> PipelineResult:
+        c = self.config
+        if c.mode == "cot":
+            req = self._req(P.solve_messages(ex.question, ex.context, family, None), c.solve_tokens)
         else:
-            reqs = [self._req(P.direct_messages(e.question, e.context, family), self.config.direct_tokens)
-                    for e in examples]
-        results = []
-        for gen in self.solver.generate(reqs):
-            r = PipelineResult(mode=self.config.mode, outputs={"solve": gen.text}, final_output=gen.text)
-            r.record("solve", gen)
-            results.append(r)
-        return results
+            req = self._req(P.direct_messages(ex.question, ex.context, family), c.direct_tokens)
+        gen = self._call(self.solver, req)
+        r = PipelineResult(mode=c.mode, outputs={"solve": gen.text}, final_output=gen.text)
+        r.record("solve", gen)
+        return r
 
-    def decompose(self, examples: list[Example], family: str) -> list[tuple[list[str], object]]:
-        """Subquestions for each example (possibly none) with the raw generation; shared by eval and distillation."""
+
+class TwoStage(Strategy):
+    """Static two-stage: the decomposer writes the subquestions, the solver answers them and the question in one
+    generation."""
+
+    def decompose(self, ex: Example, family: str) -> tuple[list[str], Generation]:
+        """Subquestions (possibly none) with the raw generation; shared by eval and distillation."""
         c = self.config
-        reqs = [self._req(P.decompose_messages(e.question, e.context, family, c.max_subquestions),
-                          c.decompose_tokens, sample=True) for e in examples]
-        gens = self.decomposer.generate(reqs)
-        return [(P.parse_subquestions(g.text, c.max_subquestions), g) for g in gens]
+        req = self._req(P.decompose_messages(ex.question, ex.context, family, c.max_subquestions),
+                        c.decompose_tokens, sample=True)
+        gen = self._call(self.decomposer, req)
+        return P.parse_subquestions(gen.text, c.max_subquestions), gen
 
-    def _two_stage(self, examples: list[Example], family: str) -> list[PipelineResult]:
-        decomposed = self.decompose(examples, family)
-        reqs = [self._req(P.solve_messages(e.question, e.context, family, subs), self.config.solve_tokens)
-                for e, (subs, _) in zip(examples, decomposed)]
-        results = []
-        for (subs, dgen), sgen in zip(decomposed, self.solver.generate(reqs)):
-            r = PipelineResult(mode="two-stage", subquestions=subs,
-                               outputs={"decompose": dgen.text, "solve": sgen.text}, final_output=sgen.text)
-            r.record("decompose", dgen)
-            r.record("solve", sgen)
-            results.append(r)
-        return results
+    def run(self, ex: Example, family: str) -> PipelineResult:
+        subs, dgen = self.decompose(ex, family)
+        sgen = self._call(self.solver, self._req(P.solve_messages(ex.question, ex.context, family, subs),
+                                                 self.config.solve_tokens))
+        r = PipelineResult(mode="two-stage", subquestions=subs,
+                           outputs={"decompose": dgen.text, "solve": sgen.text}, final_output=sgen.text)
+        r.record("decompose", dgen)
+        r.record("solve", sgen)
+        return r
 
-    def _dynamic(self, examples: list[Example], family: str) -> list[PipelineResult]:
-        """Rounds of (next subquestion, its answer) for the whole batch, then one closing answer per example."""
+
+class Dynamic(Strategy):
+    """Self-ask style: rounds of (next subquestion, its answer), then one closing answer. The cost baseline."""
+
+    def run(self, ex: Example, family: str) -> PipelineResult:
         c = self.config
-        results = [PipelineResult(mode="dynamic") for _ in examples]
-        pairs: list[list[tuple[str, str]]] = [[] for _ in examples]
-        active = list(range(len(examples)))
-        transcript = [[] for _ in examples]
+        r = PipelineResult(mode="dynamic")
+        pairs: list[tuple[str, str]] = []
+        transcript: list[str] = []
         for _ in range(c.max_rounds):
-            if not active:
+            gen = self._call(self.decomposer, self._req(
+                P.next_subquestion_messages(ex.question, ex.context, family, pairs), c.step_tokens, sample=True,
+                stop=("\n\n",)))
+            r.record("decompose", gen)
+            transcript.append(f"[decomposer] {gen.text.strip()}")
+            subs = P.parse_subquestions(gen.text, 1)
+            if not subs or P.DONE in gen.text.split("?")[0] or subs[0] in r.subquestions:
                 break
-            reqs = [self._req(P.next_subquestion_messages(examples[i].question, examples[i].context, family, pairs[i]),
-                              c.step_tokens, sample=True, stop=("\n\n",)) for i in active]
-            still = []
-            asked = []
-            for i, gen in zip(active, self.decomposer.generate(reqs)):
-                results[i].record("decompose", gen)
-                subs = P.parse_subquestions(gen.text, 1)
-                transcript[i].append(f"[decomposer] {gen.text.strip()}")
-                if subs and P.DONE not in gen.text.split("?")[0] and subs[0] not in results[i].subquestions:
-                    results[i].subquestions.append(subs[0])
-                    asked.append((i, subs[0]))
-                    still.append(i)
-            reqs = [self._req(P.answer_subquestion_messages(examples[i].question, examples[i].context, family,
-                                                            pairs[i], q), c.step_tokens) for i, q in asked]
-            for (i, q), gen in zip(asked, self.solver.generate(reqs)):
-                results[i].record("solve", gen)
-                pairs[i].append((q, gen.text.strip()))
-                transcript[i].append(f"[solver] {gen.text.strip()}")
-            active = still
-        reqs = [self._req(P.final_messages(e.question, e.context, family, pairs[i]), c.solve_tokens)
-                for i, e in enumerate(examples)]
-        for i, gen in enumerate(self.solver.generate(reqs)):
-            results[i].record("solve", gen)
-            transcript[i].append(f"[solver] {gen.text.strip()}")
-            results[i].outputs = {"transcript": "\n".join(transcript[i]), "solve": gen.text}
-            results[i].final_output = gen.text
-        return results
+            r.subquestions.append(subs[0])
+            gen = self._call(self.solver, self._req(
+                P.answer_subquestion_messages(ex.question, ex.context, family, pairs, subs[0]), c.step_tokens))
+            r.record("solve", gen)
+            pairs.append((subs[0], gen.text.strip()))
+            transcript.append(f"[solver] {gen.text.strip()}")
+        gen = self._call(self.solver, self._req(P.final_messages(ex.question, ex.context, family, pairs),
+                                                c.solve_tokens))
+        r.record("solve", gen)
+        transcript.append(f"[solver] {gen.text.strip()}")
+        r.outputs = {"transcript": "\n".join(transcript), "solve": gen.text}
+        r.final_output = gen.text
+        return r
+
+
+STRATEGIES: dict[str, type[Strategy]] = {"direct": SingleStage, "cot": SingleStage, "two-stage": TwoStage,
+                                         "dynamic": Dynamic}
+
+
+class Pipeline:
+    """A mode's strategy bound to its models: ``run_one`` answers one question, ``run`` a list in order."""
+
+    def __init__(self, config: PipelineConfig, solver: LoggedBackend, decomposer: LoggedBackend | None = None):
+        self.config = config
+        self.solver = solver
+        self.decomposer = decomposer or solver
+        self.strategy = STRATEGIES[config.mode](config, self.solver, self.decomposer)
+
+    def run_one(self, ex: Example, family: str) -> PipelineResult:
+        if not ex.question or not ex.question.strip():
+            raise ValueError(f"example {ex.id!r} has an empty question")
+        return self.strategy.run(ex, family)
+
+    def run(self, examples: list[Example], family: str) -> list[PipelineResult]:
+        return [self.run_one(ex, family) for ex in examples]
