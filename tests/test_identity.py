@@ -114,7 +114,7 @@ def test_base_url_is_part_of_an_api_models_identity(monkeypatch):
     monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
     a = resolve_identity(ModelSpec.parse("openai:m,base_url=http://127.0.0.1:8001/v1"))
     b = resolve_identity(ModelSpec.parse("openai:m,base_url=http://127.0.0.1:8002/v1"))
-    same = resolve_identity(ModelSpec.parse("openai:m,base_url=http://127.0.0.1:8001/v1/,outage=5,workers=2"))
+    same = resolve_identity(ModelSpec.parse("openai:m,base_url=http://127.0.0.1:8001/v1/,outage=5,concurrency=2"))
     assert a != b and a == same
     monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:8001/v1")
     assert resolve_identity(ModelSpec.parse("openai:m")) == a

@@ -117,7 +117,7 @@ def test_backoff_does_not_hold_a_slot(server):
         time.sleep(0.01)
     send("second")
     first.join()
-    assert done["second"] < 0.6 <= 0.9 <= done["first"]
+    assert done["second"] < 0.6 and done["first"] >= 0.9
 
 
 def test_first_failure_ends_the_batch_and_queued_requests_are_not_sent(server):
@@ -126,7 +126,7 @@ def test_first_failure_ends_the_batch_and_queued_requests_are_not_sent(server):
     t0 = time.monotonic()
     with pytest.raises(RequestRejected, match="prompt too long"):
         be.generate([ask(str(i)) for i in range(8)])
-    assert time.monotonic() - t0 < 2 * DELAY_S
+    assert time.monotonic() - t0 < 3 * DELAY_S  # the failing answer, not the 4 rounds of the whole batch
     time.sleep(2 * DELAY_S)  # anything still queued would have been sent by now
     assert len(server.requests) <= 3  # the failing one, the one beside it, at most one racing the failure
     assert be.generate([ask("after")])[0].text == "after"  # the shared executor and slots are intact
