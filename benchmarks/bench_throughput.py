@@ -1,0 +1,144 @@
+"""Benchmark (not a test): questions per hour, sequential in-process decoding vs questions in flight on llama.cpp's
+batching server, on the same GSM8K test questions.
+
+    python benchmarks/bench_throughput.py [--n 64] [--concurrency 4,8,16] [--rows T/T,SD-R/T] [--stop-after MIN]
+    python benchmarks/bench_throughput.py --report-only
+
+Each (row, setting) pair is one run dir under ``<out>/runs/<row>/<setting>/`` with its own call log (outside the
+repository, in the cache dir), so no setting is served from another's cache and an interrupted run resumes from its
+own. ``seq`` is today's path: the in-process llama-cpp-python engine, one question at a time. ``cN`` is the
+llama-server engine with N slots and N questions in flight. The report (markdown + JSON) is computed from the run
+files only: questions/hour over the time the run was busy, prompt and decode tokens per second, prompt tokens the
+engine reused from its KV cache, EM with a bootstrap interval, the share of outputs identical to ``seq``, and
+divcon's own share of each question's wall time (everything that is not a model call).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+from divcon.evaluate import busy_seconds, evaluate
+from divcon.experiments.stats import bootstrap_ci
+from divcon.paths import cache_dir
+from divcon.pipeline import PipelineConfig
+from divcon.runner import StopWhen
+from divcon.runs import read_records
+
+TEACHER = "llamacpp:qwen2.5-1.5b"
+STUDENT_SDR = "llamacpp:smollm2-135m,lora=reports/bench_distill/students/sd-r/lora.gguf"
+ROWS = {"T/T": (TEACHER, TEACHER), "SD-R/T": (STUDENT_SDR, TEACHER)}
+
+
+def engine_spec(spec: str, setting: str) -> str:
+    if setting == "seq":
+        return f"{spec},engine=inproc"
+    return f"{spec},engine=server,slots={int(setting[1:])}"
+
+
+def run_dir(out: Path, row: str, setting: str) -> Path:
+    return out / "runs" / row.replace("/", "-") / setting
+
+
+def run(out: Path, row: str, setting: str, n: int, stop: StopWhen) -> None:
+    dec, sol = ROWS[row]
+    os.environ["DIVCON_DB"] = str(cache_dir() / "bench_throughput" / f"{row.replace('/', '-')}-{setting}.sqlite")
+    concurrency = 1 if setting == "seq" else int(setting[1:])
+    evaluate("gsm8k", solver=engine_spec(sol, setting), decomposer=engine_spec(dec, setting),
+             pcfg=PipelineConfig(mode="two-stage"), split="test", limit=n, out=run_dir(out, row, setting),
+             concurrency=concurrency, stop=stop)
+
+
+def row_stats(records: list[dict], baseline: dict[str, dict] | None) -> dict:
+    busy = busy_seconds(records)
+    usage = [u for r in records for u in r["usage"]]
+    tokens_in = sum(u["tokens_in"] for u in usage)
+    reused = sum(u.get("prompt_tokens_reused", 0) for u in usage)
+    tokens_out = sum(u["tokens_out"] for u in usage)
+    model_s = [sum(u["seconds"] for u in r["usage"]) for r in records]
+    em = [r["metrics"]["em"] for r in records]
+    same = None
+    if baseline:
+        shared = [r for r in records if r["id"] in baseline]
+        same = (sum(r["final_output"] == baseline[r["id"]]["final_output"] for r in shared) / len(shared)
+                if shared else None)
+    overhead = [1 - m / r["wall_seconds"] for r, m in zip(records, model_s) if r["wall_seconds"] > 0]
+    return {
+        "n": len(records), "busy_seconds": busy, "questions_per_hour": len(records) / busy * 3600 if busy else None,
+        "prompt_tok_s": (tokens_in - reused) / busy if busy else None,
+        "decode_tok_s": tokens_out / busy if busy else None,
+        "prompt_tokens": tokens_in, "prompt_tokens_reused": reused, "tokens_out": tokens_out,
+        "em": sum(em) / len(em) if em else None, "em_ci": bootstrap_ci(em) if em else None,
+        "identical_to_seq": same, "divcon_overhead": sum(overhead) / len(overhead) if overhead else None,
+        "errors": sum(1 for r in records if r.get("error")),
+    }
+
+
+def report(out: Path, settings: list[str], rows: list[str], n: int) -> str:
+    data: dict = {"n_target": n, "rows": {}, "machine": {"cpus": os.cpu_count()}}
+    lines = ["# Throughput: sequential in-process vs questions in flight on llama.cpp's server", "",
+             f"GSM8K test, first {n} questions, two-stage. Made by `python benchmarks/bench_throughput.py` "
+             "(resumable; `--report-only` rewrites this file from the run files). `seq`: in-process llama-cpp-python,"
+             " one question at a time (the path before questions in flight). `cN`: llama-server engine, N slots, N "
+             "questions in flight. Every setting has its own call log: nothing is served from another's cache.", ""]
+    for row in rows:
+        base_recs = {r["id"]: r for r in read_records(run_dir(out, row, "seq"))}
+        stats = {s: row_stats(read_records(run_dir(out, row, s)), base_recs if s != "seq" else None)
+                 for s in settings}
+        data["rows"][row] = stats
+        seq_qph = stats.get("seq", {}).get("questions_per_hour")
+        lines += [f"## {row}", "", "| setting | n | questions/hour | vs seq | prompt tok/s | decode tok/s | "
+                  "prompt tokens reused | EM [95% CI] | outputs identical to seq | divcon share of wall | errors |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|"]
+        for s, st in stats.items():
+            if not st["n"]:
+                lines.append(f"| {s} | 0 |" + " - |" * 9)
+                continue
+            qph = st["questions_per_hour"]
+            same = st["identical_to_seq"]
+            cells = [s, str(st["n"]), f"{qph:.0f}", f"{qph / seq_qph:.2f}x" if seq_qph else "-",
+                     f"{st['prompt_tok_s']:.1f}", f"{st['decode_tok_s']:.1f}",
+                     f"{st['prompt_tokens_reused']} of {st['prompt_tokens']}",
+                     f"{st['em']:.3f} [{st['em_ci'][0]:.3f}, {st['em_ci'][1]:.3f}]",
+                     f"{same:.2f}" if same is not None else "-", f"{st['divcon_overhead']:.1%}", str(st["errors"])]
+            lines.append("| " + " | ".join(cells) + " |")
+        lines.append("")
+    lines += ["questions/hour counts the time the run was busy (the union of the questions' start-to-finish "
+              "intervals), so a pause between an interruption and its resume does not count. Prompt tok/s counts "
+              "the prompt tokens the engine processed (not those it reused). divcon's share of wall is 1 - model "
+              "seconds / question wall seconds, averaged over questions; with questions in flight a question's "
+              "wall also holds its wait for a free slot, so it is an upper bound there.", ""]
+    text = "\n".join(lines)
+    (out / "report.md").write_text(text)
+    (out / "report.json").write_text(json.dumps(data, indent=2))
+    return text
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--n", type=int, default=64)
+    ap.add_argument("--concurrency", default="4,8,16", help="in-flight settings to compare with seq")
+    ap.add_argument("--rows", default="T/T,SD-R/T")
+    ap.add_argument("--out", type=Path, default=Path("reports/bench_throughput"))
+    ap.add_argument("--stop-after", type=float, default=None, help="minutes; then finish what is in flight and stop")
+    ap.add_argument("--report-only", action="store_true")
+    args = ap.parse_args()
+    settings = ["seq"] + [f"c{int(c)}" for c in args.concurrency.split(",") if c]
+    rows = args.rows.split(",")
+    args.out.mkdir(parents=True, exist_ok=True)
+    if not args.report_only:
+        stop = StopWhen.after_minutes(args.stop_after)
+        for row in rows:
+            for s in settings:
+                if stop.out_of_time():
+                    break
+                run(args.out, row, s, args.n, stop)
+                report(args.out, settings, rows, args.n)  # current after every setting
+                print(f"{row} {s}: {len(read_records(run_dir(args.out, row, s)))}/{args.n}", flush=True)
+    print(report(args.out, settings, rows, args.n))
+
+
+if __name__ == "__main__":
+    main()
