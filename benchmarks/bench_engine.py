@@ -35,7 +35,7 @@ def engine_vs_pipeline(model: str, n_prompts: int, max_tokens: int, out: Path) -
     task = get_task("gsm8k")
     prompts = [solve_messages(e.question, None, "math", None) for e in task.examples("test", n_prompts, offset=500)]
     scratch = tempfile.TemporaryDirectory()  # a fresh call log: nothing may come from the cache
-    backend = load_backend(f"llamacpp:{model}", CallLog(Path(scratch.name) / "calls.sqlite"))
+    backend = load_backend(f"llamacpp:{model},engine=inproc", CallLog(Path(scratch.name) / "calls.sqlite"))
     llm = backend.inner.llm  # load once, outside both timings
     llm.create_chat_completion(messages=prompts[0], max_tokens=4)  # warm-up
     raw_tokens, raw_s, pipe_tokens, pipe_s = 0, 0.0, 0, 0.0

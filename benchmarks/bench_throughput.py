@@ -79,8 +79,9 @@ def row_stats(records: list[dict], baseline: dict[str, dict] | None) -> dict:
 def report(out: Path, settings: list[str], rows: list[str], n: int) -> str:
     data: dict = {"n_target": n, "rows": {}, "machine": {"cpus": os.cpu_count()}}
     lines = ["# Throughput: sequential in-process vs questions in flight on llama.cpp's server", "",
-             f"GSM8K test, first {n} questions, two-stage. Made by `python benchmarks/bench_throughput.py` "
-             "(resumable; `--report-only` rewrites this file from the run files). `seq`: in-process llama-cpp-python,"
+             f"GSM8K test, first {n} questions, two-stage. Made by `python benchmarks/bench_throughput.py --rows "
+             f"{','.join(rows)} --concurrency {','.join(s[1:] for s in settings if s != 'seq')}` "
+             "(resumable; with `--report-only` it rewrites this file from the run files). `seq`: in-process llama-cpp-python,"
              " one question at a time (the path before questions in flight). `cN`: llama-server engine, N slots, N "
              "questions in flight. Every setting has its own call log: nothing is served from another's cache.", ""]
     for row in rows:
@@ -89,7 +90,7 @@ def report(out: Path, settings: list[str], rows: list[str], n: int) -> str:
                  for s in settings}
         data["rows"][row] = stats
         seq_qph = stats.get("seq", {}).get("questions_per_hour")
-        lines += [f"## {row}", "", "| setting | n | questions/hour | vs seq | prompt tok/s | decode tok/s | "
+        lines += [f"## {row}", "", "| setting | n | questions/hour | vs seq | prompt tokens/s | output tokens/s | "
                   "prompt tokens reused | EM [95% CI] | outputs identical to seq | divcon share of wall | errors |",
                   "|---|---|---|---|---|---|---|---|---|---|---|"]
         for s, st in stats.items():
@@ -100,14 +101,15 @@ def report(out: Path, settings: list[str], rows: list[str], n: int) -> str:
             same = st["identical_to_seq"]
             cells = [s, str(st["n"]), f"{qph:.0f}", f"{qph / seq_qph:.2f}x" if seq_qph else "-",
                      f"{st['prompt_tok_s']:.1f}", f"{st['decode_tok_s']:.1f}",
-                     f"{st['prompt_tokens_reused']} of {st['prompt_tokens']}",
+                     "not reported" if s == "seq" else f"{st['prompt_tokens_reused']} of {st['prompt_tokens']}",
                      f"{st['em']:.3f} [{st['em_ci'][0]:.3f}, {st['em_ci'][1]:.3f}]",
-                     f"{same:.2f}" if same is not None else "-", f"{st['divcon_overhead']:.1%}", str(st["errors"])]
+                     f"{same:.2f}" if same is not None else "-", f"{st['divcon_overhead']:.2%}", str(st["errors"])]
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
     lines += ["questions/hour counts the time the run was busy (the union of the questions' start-to-finish "
-              "intervals), so a pause between an interruption and its resume does not count. Prompt tok/s counts "
-              "the prompt tokens the engine processed (not those it reused). divcon's share of wall is 1 - model "
+              "intervals), so a pause between an interruption and its resume does not count. Prompt and output "
+              "tokens/s are per second of that busy time, all models together; prompt tokens/s counts those the "
+              "engine processed (not those it reused; the in-process engine does not report reuse). divcon's share of wall is 1 - model "
               "seconds / question wall seconds, averaged over questions; with questions in flight a question's "
               "wall also holds its wait for a free slot, so it is an upper bound there.", ""]
     text = "\n".join(lines)

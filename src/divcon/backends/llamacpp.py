@@ -56,6 +56,9 @@ def _close_all() -> None:
 ENGINES = ("server", "inproc")
 DEFAULT_SLOTS = 8  # llama.cpp decodes 8 sequences at ~2.5x the tokens/s of one on 2 CPU cores (see the README)
 LOCAL_OUTAGE_S = "15"  # a server divcon started does not come back by itself: give up soon, in one line
+# With every slot busy on 2 cores a 512-token answer can take minutes; a client-side timeout would only resend it to
+# a server that is still computing it.
+LOCAL_TIMEOUT_S = "3600"
 
 
 class LlamaCppBackend:
@@ -112,7 +115,8 @@ class LlamaCppBackend:
             if self._client is None:
                 srv = get_server(self.path, self.lora, self.n_ctx, self.slots, self.n_threads)
                 self._client = OpenAIBackend(ModelSpec("openai", self.path.stem, {
-                    "base_url": srv.base_url, "concurrency": str(self.slots), "outage": LOCAL_OUTAGE_S}), local=True)
+                    "base_url": srv.base_url, "concurrency": str(self.slots), "outage": LOCAL_OUTAGE_S,
+                    "timeout": LOCAL_TIMEOUT_S}), local=True)
             return self._client
 
     def load(self) -> None:
