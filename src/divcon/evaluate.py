@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import math
-import time
 from collections import defaultdict
 from dataclasses import asdict
 from pathlib import Path
@@ -50,31 +49,31 @@ def default_run_name(cfg: dict) -> str:
     return "_".join(parts)
 
 
+def failed(task: Task, golds: list[str], error: Exception) -> dict:
+    """The scoring fields of an example that could not be run (eval record or teacher trace alike): 0 on every
+    metric of the task, and the reason in one line."""
+    return {"answer": None, "answer_source": "error", "metrics": {k: 0.0 for k in task.evaluate("", golds).metrics},
+            "error": str(error).splitlines()[0] if str(error) else type(error).__name__}
+
+
 def error_record(task: Task, ex: Example, mode: str, error: Exception) -> dict:
     """The record of an example that could not be run: scored 0 on every metric, with the reason."""
-    return {
-        "id": ex.id, "question": ex.question, "has_context": ex.context is not None, "golds": ex.golds,
-        "mode": mode, "subquestions": [], "outputs": {}, "final_output": "", "usage": [], "truncated": False,
-        "answer": None, "answer_source": "error", "metrics": {k: 0.0 for k in task.evaluate("", ex.golds).metrics},
-        "error": str(error).splitlines()[0] if str(error) else type(error).__name__,
-    }
+    return {"id": ex.id, "question": ex.question, "has_context": ex.context is not None, "golds": ex.golds,
+            "mode": mode, "subquestions": [], "outputs": {}, "final_output": "", "usage": [], "truncated": False,
+            **failed(task, ex.golds, error)}
 
 
 def answer(pipe: Pipeline, task: Task, ex: Example) -> dict:
     """One example's record. A request the backend rejects (a prompt over the context window) fails only its own
     example: it becomes an error record, so one bad example can never stop, or forever block, a run."""
-    t0 = time.time()
     try:
         res = pipe.run_one(ex, task.family)
     except RequestRejected as e:
-        rec = error_record(task, ex, pipe.config.mode, e)
-    else:
-        scored = task.evaluate(res.final_output, ex.golds)
-        rec = {"id": ex.id, "question": ex.question, "has_context": ex.context is not None, "golds": ex.golds,
-               **res.to_dict(), "answer": scored.answer, "answer_source": scored.answer_source,
-               "metrics": scored.metrics}
-    t1 = time.time()
-    return {**rec, "wall_seconds": t1 - t0, "started_at": t0, "finished_at": t1}
+        return error_record(task, ex, pipe.config.mode, e)
+    scored = task.evaluate(res.final_output, ex.golds)
+    return {"id": ex.id, "question": ex.question, "has_context": ex.context is not None, "golds": ex.golds,
+            **res.to_dict(), "answer": scored.answer, "answer_source": scored.answer_source,
+            "metrics": scored.metrics}
 
 
 def default_concurrency(*backends: LoggedBackend) -> int:

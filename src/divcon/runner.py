@@ -53,7 +53,8 @@ class RunOutcome:
 def run_in_flight(jobs: Iterable[J], work: Callable[[J], dict], write: Callable[[dict], None], concurrency: int = 1,
                   stop: StopWhen | None = None) -> RunOutcome:
     """Run ``work(job)`` for every job with up to ``concurrency`` at once, in job order of starting, and ``write``
-    each result in this thread as it completes.
+    each result in this thread as it completes, stamped with ``started_at`` and ``finished_at`` (epoch seconds) and
+    ``wall_seconds``, from which a summary computes the time the run was busy.
 
     When a job raises, no new job starts; those in flight finish and are written; then the first error is raised.
     Worker threads are daemons: an interrupt (Ctrl-C) ends the process at once, keeping every record written.
@@ -70,7 +71,10 @@ def run_in_flight(jobs: Iterable[J], work: Callable[[J], dict], write: Callable[
     def launch(job: J) -> None:
         def target() -> None:
             try:
-                done.put((work(job), None))
+                t0 = time.time()
+                record = work(job)
+                t1 = time.time()
+                done.put(({**record, "wall_seconds": t1 - t0, "started_at": t0, "finished_at": t1}, None))
             except BaseException as e:  # handed to the caller's thread, which decides
                 done.put((None, e))
 

@@ -10,14 +10,13 @@ own key. The solver always decodes greedily, so identical decompositions share o
 
 from __future__ import annotations
 
-import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Callable
 
 from divcon import __version__
 from divcon.backends import RequestRejected, load_backend
-from divcon.evaluate import default_concurrency
+from divcon.evaluate import default_concurrency, failed
 from divcon.pipeline import Pipeline, PipelineConfig
 from divcon.pipeline.prompts import fingerprint as prompt_fingerprint
 from divcon.runner import StopWhen, run_in_flight
@@ -48,23 +47,20 @@ def default_traces_dir(task: str, split: str, teacher: str, samples: int, limit:
 def trace(pipe: Pipeline, task: Task, ex: Example, k: int) -> dict:
     """One teacher trace: sample ``k``'s decomposition of ``ex``, the teacher's solution, and its score."""
     c = pipe.config
-    t0 = time.time()
     rec = {"id": ex.id, "sample": k, "task": task.name, "family": task.family,
            "max_subquestions": c.max_subquestions, "question": ex.question, "context": ex.context, "golds": ex.golds}
     try:
         res = pipe.run_one(ex, task.family)
     except RequestRejected as e:  # e.g. a passage over the context window: kept as an error, dropped by build
-        rec.update(subquestions=[], decomposer_output="", solution="", answer=None, answer_source="error",
-                   correct=False, error=str(e).splitlines()[0],
-                   metrics={m: 0.0 for m in task.evaluate("", ex.golds).metrics}, truncated=False, usage=[])
+        rec.update(subquestions=[], decomposer_output="", solution="", correct=False, truncated=False, usage=[],
+                   **failed(task, ex.golds, e))
     else:
         scored = task.evaluate(res.final_output, ex.golds)
         rec.update(subquestions=res.subquestions, decomposer_output=res.outputs["decompose"],
                    solution=res.outputs["solve"], answer=scored.answer, answer_source=scored.answer_source,
                    correct=is_correct(task, scored.metrics), metrics=scored.metrics, truncated=res.truncated,
                    usage=[asdict(u) for u in res.usage])
-    t1 = time.time()
-    return {**rec, "wall_seconds": t1 - t0, "started_at": t0, "finished_at": t1}
+    return rec
 
 
 def generate_traces(
