@@ -2,7 +2,7 @@
 finishes), summary.json (recomputed from the records).
 
 What a run dir promises, and how:
-- one writer at a time: :func:`lock_run` takes an exclusive ``flock`` on ``<run>/.lock`` (released by the kernel
+- one writer at a time: :class:`RunLock` takes an exclusive ``flock`` on ``<run>/.lock`` (released by the kernel
   when the process dies, even on kill -9); a second writer gets :class:`RunDirBusy` naming the holder's pid;
 - no lost record: a torn *last* line (crash mid-write) is cut off and redone; a bad line anywhere else is moved,
   with its line number, to ``records.rejected.jsonl`` and reported, never silently dropped with what follows it;
@@ -74,12 +74,13 @@ class RunLock:
         self.release()
 
 
-def check_config(run_dir: Path, config: dict, ignore: tuple[str, ...] = ()) -> None:
-    """Refuse a run dir that was started with another config. Keys in ``ignore`` are for display only (a spec as the
-    user typed it); what they stand for is compared through other keys (the resolved model identity)."""
+def check_config(run_dir: Path, config: dict, ignore: tuple[str, ...] = ()) -> dict | None:
+    """Refuse a run dir that was started with another config; return its config (None for a new run dir). Keys in
+    ``ignore`` are for display only (a spec as the user typed it); what they stand for is compared through other keys
+    (the resolved model identity)."""
     cfg_path = run_dir / "config.json"
     if not cfg_path.exists():
-        return
+        return None
     old = json.loads(cfg_path.read_text(encoding="utf-8"))
     if "models" in config and "models" not in old:  # made before model identities: compare the specs as typed
         ignore = ("models",)
@@ -87,6 +88,7 @@ def check_config(run_dir: Path, config: dict, ignore: tuple[str, ...] = ()) -> N
     if diff:
         raise ConfigMismatch(f"{run_dir} holds a run with a different config (differs in: {', '.join(sorted(diff))});"
                              " use another --out or delete it")
+    return old
 
 
 def open_run(run_dir: Path, config: dict, ignore: tuple[str, ...] = ()) -> RunLock:
@@ -94,14 +96,11 @@ def open_run(run_dir: Path, config: dict, ignore: tuple[str, ...] = ()) -> RunLo
     the returned lock (it is a context manager) when it has written its last record."""
     lock = RunLock(run_dir)
     try:
-        check_config(run_dir, config, ignore)
-        cfg_path = run_dir / "config.json"
-        if not cfg_path.exists():
-            write_json(cfg_path, config)
-        elif "models" in config:
-            old = json.loads(cfg_path.read_text(encoding="utf-8"))
-            if "models" not in old:  # an older run dir: record the identities its specs resolve to from now on
-                write_json(cfg_path, {**old, "models": config["models"]})
+        old = check_config(run_dir, config, ignore)
+        if old is None:
+            write_json(run_dir / "config.json", config)
+        elif "models" in config and "models" not in old:  # an older run dir: record its identities from now on
+            write_json(run_dir / "config.json", {**old, "models": config["models"]})
     except BaseException:
         lock.release()
         raise
@@ -126,7 +125,7 @@ def read_records(run_dir: Path, repair: bool = False) -> list[dict]:
         return []
     raw = path.read_bytes()
     lines = raw.splitlines(keepends=True)
-    torn = bool(lines) and not lines[-1].endswith(b"\n")
+    torn = len(lines[-1]) if lines and not lines[-1].endswith(b"\n") else 0  # bytes of a half-written last line
     if torn:
         lines = lines[:-1]
     records: list[dict] = []
@@ -168,7 +167,7 @@ def read_records(run_dir: Path, repair: bool = False) -> list[dict]:
             os.replace(tmp, path)
         elif torn:
             with open(path, "r+b") as f:
-                f.truncate(len(raw) - len(raw.splitlines(keepends=True)[-1]))
+                f.truncate(len(raw) - torn)
     return records
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Callable, Protocol
 
 
 @dataclass(frozen=True)
@@ -98,6 +98,21 @@ class ModelSpec:
                 raise ValueError(f"bad option {p!r} in model spec {spec!r}; options look like key=value")
             options[k.strip()] = v.strip()
         return cls(kind=kind.strip(), name=parts[0].strip(), options=options)
+
+    def number(self, name: str, default: float, cast: Callable[[str], float], valid: Callable[[float], bool],
+               need: str) -> float:
+        """A numeric option, or ``default``; a typo must fail when the backend is built, naming the option, not deep
+        inside a client library."""
+        raw = self.options.get(name)
+        if raw is None:
+            return default
+        try:
+            value = cast(raw)
+        except ValueError:
+            value = None
+        if value is None or not valid(value):
+            raise ValueError(f"{self.kind}:{self.name}: option {name}={raw!r} is invalid; {name} must be {need}")
+        return value
 
     def __str__(self) -> str:
         opts = "".join(f",{k}={v}" for k, v in sorted(self.options.items()))

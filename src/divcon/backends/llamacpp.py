@@ -13,20 +13,6 @@ from divcon.backends.base import ChatRequest, Generation, ModelSpec, RequestReje
 from divcon.backends.registry import resolve_gguf
 
 
-def int_option(spec: ModelSpec, name: str, default: int, low: int) -> int:
-    """A whole-number spec option, refused with a message naming it when it is not one or is below ``low``."""
-    raw = spec.options.get(name)
-    if raw is None:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ValueError(f"option {name}={raw!r} in {spec}: expected a whole number") from None
-    if value < low:
-        raise ValueError(f"option {name}={value} in {spec}: must be at least {low}")
-    return value
-
-
 @lru_cache(maxsize=4)
 def _load(path: str, n_ctx: int, n_threads: int, lora: str | None = None):
     """Loading a model takes seconds; pipelines that use one model as decomposer and solver share one instance."""
@@ -85,18 +71,20 @@ class LlamaCppBackend:
         self.path = Path(name) if name.endswith(".gguf") else resolve_gguf(name)
         if not self.path.exists():
             raise FileNotFoundError(f"GGUF file not found: {self.path}")
-        self.n_ctx = int_option(spec, "ctx", 4096, low=256)  # llama-cpp-python breaks below 256
-        self.n_threads = int_option(spec, "threads", os.cpu_count() or 2, low=1)
+        self.n_ctx = int(spec.number("ctx", 4096, int, lambda v: v >= 256,  # llama-cpp-python breaks below 256
+                                     "a whole number >= 256"))
+        self.n_threads = int(spec.number("threads", os.cpu_count() or 2, int, lambda v: v >= 1, "a whole number >= 1"))
         self.lora = spec.options.get("lora")
         if self.lora and not Path(self.lora).exists():
             raise FileNotFoundError(f"LoRA GGUF not found: {self.lora}")
-        self.engine = spec.options.get("engine") or ("server" if server_binary() else "inproc")
+        have_server = server_binary() is not None
+        self.engine = spec.options.get("engine") or ("server" if have_server else "inproc")
         if self.engine not in ENGINES:
             raise ValueError(f"option engine={self.engine!r} in {spec}: expected one of {', '.join(ENGINES)}")
-        if self.engine == "server" and server_binary() is None:
+        if self.engine == "server" and not have_server:
             raise FileNotFoundError("engine=server needs llama-server: run scripts/setup.sh (it builds it), set "
                                     "DIVCON_LLAMA_SERVER, or use engine=inproc")
-        self.slots = int_option(spec, "slots", DEFAULT_SLOTS, low=1)
+        self.slots = int(spec.number("slots", DEFAULT_SLOTS, int, lambda v: v >= 1, "a whole number >= 1"))
         self.concurrency = self.slots if self.engine == "server" else 1
         self._client = None
         self._client_lock = threading.Lock()

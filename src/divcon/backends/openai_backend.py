@@ -29,7 +29,6 @@ import os
 import random
 import threading
 import time
-from collections.abc import Callable
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -83,21 +82,6 @@ def _retry_after(e: Exception) -> float | None:
     except (ValueError, TypeError, OverflowError):
         pass
     return None
-
-
-def _numeric_option(spec: ModelSpec, name: str, default: float, cast: Callable[[str], float],
-                    valid: Callable[[float], bool], need: str) -> float:
-    """Parse one numeric spec option; a typo must fail at construction with the option's name, not deep in httpx."""
-    raw = spec.options.get(name)
-    if raw is None:
-        return default
-    try:
-        value = cast(raw)
-    except ValueError:
-        value = None
-    if value is None or not valid(value):
-        raise ValueError(f"openai:{spec.name}: option {name}={raw!r} is invalid; {name} must be {need}")
-    return value
 
 
 def _count(value: object) -> int | None:
@@ -164,9 +148,9 @@ class OpenAIBackend:
         self.spec = str(spec)
         self.model = spec.name
         self.label = f"openai:{spec.name}"
-        self.concurrency = int(_numeric_option(spec, "concurrency", 8, int, lambda v: v >= 1, "a whole number >= 1"))
-        timeout = _numeric_option(spec, "timeout", 120.0, float, lambda v: 0 < v < math.inf, "a number of seconds > 0")
-        self.outage = _numeric_option(spec, "outage", 180.0, float, lambda v: v >= 0, "a number of seconds >= 0")
+        self.concurrency = int(spec.number("concurrency", 8, int, lambda v: v >= 1, "a whole number >= 1"))
+        timeout = spec.number("timeout", 120.0, float, lambda v: 0 < v < math.inf, "a number of seconds > 0")
+        self.outage = spec.number("outage", 180.0, float, lambda v: v >= 0, "a number of seconds >= 0")
         base_url = spec.options.get("base_url") or os.environ.get("OPENAI_BASE_URL")
         api_key = None if local else os.environ.get("DIVCON_OPENAI_API_KEY") or os.environ.get("OPENAI_API_KEY")
         if not api_key:
