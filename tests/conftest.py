@@ -18,6 +18,15 @@ def isolated_call_log(tmp_path, monkeypatch):
     yield tmp_path / "calls.sqlite"
 
 
+@pytest.fixture
+def hermetic_openai_env(monkeypatch):
+    """No real key or proxy may reach a loopback server, and no spec may pick up a real server's URL (a key-less
+    base_url then uses 'not-needed'). Files that talk to a fake OpenAI-compatible server use it for every test."""
+    for var in ("OPENAI_API_KEY", "DIVCON_OPENAI_API_KEY", "OPENAI_BASE_URL", "HTTP_PROXY", "HTTPS_PROXY",
+                "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
+        monkeypatch.delenv(var, raising=False)
+
+
 def have_package(name: str) -> bool:
     try:
         md.distribution(name)

@@ -28,12 +28,7 @@ def fake_backends():
     register_backend("fake", ScriptedBackend)
 
 
-@pytest.fixture(autouse=True)
-def hermetic_env(monkeypatch):
-    """No real key or proxy may reach a loopback server, and no spec may pick up a real server's URL."""
-    for var in ("OPENAI_API_KEY", "DIVCON_OPENAI_API_KEY", "OPENAI_BASE_URL", "HTTP_PROXY", "HTTPS_PROXY",
-                "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
-        monkeypatch.delenv(var, raising=False)
+pytestmark = pytest.mark.usefixtures("hermetic_openai_env")
 
 
 def divcon(*args: str):

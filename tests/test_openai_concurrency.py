@@ -21,12 +21,7 @@ def ask(text: str) -> ChatRequest:
     return ChatRequest.of([{"role": "user", "content": text}], max_tokens=5)
 
 
-@pytest.fixture(autouse=True)
-def hermetic_env(monkeypatch):
-    """No real key or proxy may reach the loopback server."""
-    for var in ("OPENAI_API_KEY", "DIVCON_OPENAI_API_KEY", "OPENAI_BASE_URL", "HTTP_PROXY", "HTTPS_PROXY",
-                "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
-        monkeypatch.delenv(var, raising=False)
+pytestmark = pytest.mark.usefixtures("hermetic_openai_env")
 
 
 @pytest.fixture

@@ -15,12 +15,7 @@ from tests.fake_openai_server import FakeOpenAIServer, error_body, free_port
 REQ = ChatRequest.of([{"role": "user", "content": "hi"}], max_tokens=5)
 
 
-@pytest.fixture(autouse=True)
-def hermetic_env(monkeypatch):
-    """No real key or proxy may reach the loopback server; a key-less base_url must use 'not-needed'."""
-    for var in ("OPENAI_API_KEY", "DIVCON_OPENAI_API_KEY", "OPENAI_BASE_URL", "HTTP_PROXY", "HTTPS_PROXY",
-                "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
-        monkeypatch.delenv(var, raising=False)
+pytestmark = pytest.mark.usefixtures("hermetic_openai_env")
 
 
 @pytest.fixture
