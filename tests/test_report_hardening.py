@@ -154,9 +154,10 @@ def test_unpriced_big_model_leaves_the_plot_and_front(tmp_path: Path, monkeypatc
     assert (tmp_path / "rep" / "quality_vs_cost.png").read_bytes()[:4] == b"\x89PNG"
 
 
-def test_report_takes_the_leads_summary_shape(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """summarize() after the cost change: None dollars and an "unpriced" list. The report must pass them through
-    whatever price_of says today."""
+def test_report_passes_the_summarys_unpriced_fields_through(tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """summarize() gives None dollars and an "unpriced" list; the report must pass them through whatever price_of
+    says today."""
     import divcon.experiments.report as report
 
     real = report.summarize
@@ -172,7 +173,7 @@ def test_report_takes_the_leads_summary_shape(tmp_path: Path, monkeypatch: pytes
     p, u = tmp_path / "p", tmp_path / "u"
     _write_run(p)
     _write_run(u, solver=SMALL, decomposer=PRICED)
-    data = build_report([p, u], tmp_path / "rep", "Lead's shape")
+    data = build_report([p, u], tmp_path / "rep", "Summary's unpriced fields")
     rows = data["tasks"][0]["rows"]
     assert rows[1]["dollars"] is None and rows[1]["big_dollars"] is None and rows[1]["unpriced"] == [SMALL]
     assert data["tasks"][0]["pareto"] == [0]

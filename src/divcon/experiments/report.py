@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from divcon.cost import load_table, price_of
+from divcon.cost import load_table
 from divcon.evaluate import big_model, summarize
 from divcon.experiments.grid import derived_label, read_grid_json, short_name
 from divcon.pipeline.prompts import NO_DECOMPOSITION
@@ -77,33 +77,22 @@ def _per_question(x: float | None, n: int) -> float | None:
     return None if x is None else x / n
 
 
-def _unpriced(summary: dict, prices: dict) -> list[str]:
-    """Models of a run with no price: the summary's ``unpriced`` list, or, from a summary made before it had one
-    (which counted them as $0), the price table's verdict, so an unpriced model never passes as free."""
-    if "unpriced" in summary:
-        return sorted(summary["unpriced"] or [])
-    return sorted(m for m in summary["by_model"] if price_of(m, prices).source == "unpriced")
-
-
-def _row(run: Run, summary: dict, big: str | None, prices: dict, out_dir: Path) -> dict[str, Any]:
+def _row(run: Run, summary: dict, big: str | None, out_dir: Path) -> dict[str, Any]:
     primary = summary["primary"]
     values = [r["metrics"].get(primary, 0.0) for r in run.records]
     lo, hi = bootstrap_ci(values)
     n = summary["n"]
-    unpriced = _unpriced(summary, prices)
-    by_model = {m: {**u, "dollars": None} if m in unpriced else u for m, u in summary["by_model"].items()}
-    unpriced_stages = {u["stage"] for r in run.records for u in r.get("usage") or [] if u["model"] in unpriced}
-    by_stage = {s: {**u, "dollars": None} if s in unpriced_stages else u for s, u in summary["by_stage"].items()}
+    # summarize() already leaves an unpriced model's dollars (and those of every total it is part of) as None
+    unpriced, by_model, by_stage = summary["unpriced"], summary["by_model"], summary["by_stage"]
     others = {m: u for m, u in by_model.items() if m != big}
     bm = by_model.get(big, {"tokens_in": 0, "tokens_out": 0, "dollars": 0.0, "seconds": 0.0})
-    big_dollars = None if big in unpriced else summary["big_model_dollars"]
-    dollars = None if unpriced else summary["dollars"]
+    big_dollars, dollars = summary["big_model_dollars"], summary["dollars"]
     return {
         "label": run.label, "run_dir": _rel(run.run_dir, out_dir), "task": summary["task"],
         "split": summary["split"], "mode": summary["mode"], "decomposer": summary["decomposer"],
         "solver": summary["solver"], "n": n,
         # examples the runner could not run (prompt past the context window, ...): scored 0, so they must be visible
-        "errors": sum(1 for r in run.records if r.get("error")),
+        "errors": summary["errors"],
         "primary": primary, "metric": summary["metrics"].get(primary, 0.0), "ci95": [lo, hi],
         "extra_metrics": {k: v for k, v in summary["metrics"].items() if k != primary},
         "by_model": by_model, "by_stage": by_stage, "unpriced": unpriced,
@@ -378,7 +367,7 @@ def build_report(run_dirs: list[Path], out_dir: Path, title: str = "divcon repor
     by_task: dict[tuple[str, str], list[dict]] = {}
     for run in runs:
         summary = summarize(run.records, {**run.config, "run_dir": str(run.run_dir)}, prices, big)
-        row = _row(run, summary, big, prices, out_dir)
+        row = _row(run, summary, big, out_dir)
         by_task.setdefault((summary["task"], summary["split"]), []).append(row)
     tasks = []
     for (task, split), rows in by_task.items():
