@@ -13,25 +13,47 @@ python3 -m venv .venv
 pip install -q --upgrade pip
 # The CPU build of torch lies on local disk under this exact pin; an unpinned torch pulls a multi-GB CUDA build.
 pip install -q torch==2.13.0
-# llama-cpp-python compiles (about 10 minutes on 2 cores; pip caches the wheel afterwards). A portable AVX2 build:
-# the default native build (which also turns on the AMX kernels of some Xeons) segfaulted on any prompt of more than
-# one token. An AVX-512 (VNNI/BF16/VBMI) build of llama-server measured 31.4 vs 25.5 output tok/s for 8 parallel
-# requests on a 2-core AVX-512 EPYC; choosing it from the CPU flags is the next step of the throughput work.
-# CMAKE_ARGS (the CPU flags) is the one place that decides them, for this library and for llama-server below.
+# llama-cpp-python and llama-server compile llama.cpp with one set of CPU flags, CMAKE_ARGS (set it to override).
+# By default they are read off the CPU: the AVX-512 kernels (with VNNI, BF16, VBMI where present) where the CPU has
+# AVX-512, else a portable AVX2 build. Measured on a 2-core AVX-512 EPYC (reports/bench_cpu_builds): the AVX-512 build
+# is faster than AVX2 at prompt processing and at decoding several sequences. Not GGML_NATIVE: it also turns on the
+# AMX kernels of some Xeons, which segfaulted on any prompt of more than one token there.
 LLAMA_CPP_PYTHON=0.3.36
 export CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-2}"
-export CMAKE_ARGS="${CMAKE_ARGS:--DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON}"
-pip install -q "llama-cpp-python==$LLAMA_CPP_PYTHON"
+if [ -z "${CMAKE_ARGS:-}" ]; then
+  CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON"
+  cpu=" $(grep -m1 '^flags' /proc/cpuinfo 2>/dev/null | cut -d: -f2) "
+  has() { for f in "$@"; do [[ "$cpu" == *" $f "* ]] || return 1; done; }
+  if has avx512f avx512cd avx512vl avx512dq avx512bw; then
+    CMAKE_ARGS="$CMAKE_ARGS -DGGML_AVX512=ON"
+    has avx512_vnni && CMAKE_ARGS="$CMAKE_ARGS -DGGML_AVX512_VNNI=ON"
+    has avx512_bf16 && CMAKE_ARGS="$CMAKE_ARGS -DGGML_AVX512_BF16=ON"
+    has avx512vbmi && CMAKE_ARGS="$CMAKE_ARGS -DGGML_AVX512_VBMI=ON"
+  fi
+fi
+export CMAKE_ARGS
+echo "llama.cpp CPU flags: $CMAKE_ARGS"
+# The compiled wheel (about 10 minutes on 2 cores) is kept under a folder named for the version and the flags: pip's
+# own wheel cache would hand back a wheel built with other flags.
+wheels="${XDG_CACHE_HOME:-$HOME/.cache}/divcon/wheels/llama-cpp-python-$LLAMA_CPP_PYTHON-$(printf %s "$CMAKE_ARGS" | sha256sum | cut -c1-12)"
+if ! ls "$wheels"/llama_cpp_python-*.whl >/dev/null 2>&1; then
+  echo "llama-cpp-python: compiling $LLAMA_CPP_PYTHON (~10 min on 2 cores, once per set of CPU flags)"
+  rm -rf "$wheels" "$wheels.tmp"
+  pip wheel -q --no-deps --no-cache-dir "llama-cpp-python==$LLAMA_CPP_PYTHON" -w "$wheels.tmp"
+  mv "$wheels.tmp" "$wheels"
+fi
+pip install -q "$wheels"/llama_cpp_python-*.whl
 
 # llama-server (continuous batching over parallel slots, prompt-prefix KV reuse) serves the embedded models. It is
 # built from the llama.cpp source vendored in the same llama-cpp-python sdist, so server and library are one llama.cpp
-# commit with one set of CPU flags; a static binary, no curl/OpenSSL/web UI. About 8 minutes on 2 cores, once: it is
-# skipped while .venv/bin/llama-server reports the commit the installed library was built from (delete the binary
-# to force a rebuild, e.g. after changing CMAKE_ARGS).
+# commit with one set of CPU flags; a static binary, no curl/OpenSSL/web UI. About 5-8 minutes on 2 cores, once: it
+# is skipped while .venv/bin/llama-server reports the commit the installed library was built from and
+# .venv/bin/llama-server.cmake-args holds the same CPU flags.
 want=$(python -c 'import ctypes, llama_cpp._ggml as g; f = g.libggml.ggml_commit; f.restype = ctypes.c_char_p; \
 print(f().decode().split("-")[0])' 2>/dev/null || true)
 have=$(.venv/bin/llama-server --version 2>&1 | sed -n 's/.*commit \([0-9a-f]*\).*/\1/p' || true)
-if [ -n "$have" ] && [ "$have" = "$want" ]; then
+flags=$(cat .venv/bin/llama-server.cmake-args 2>/dev/null || true)
+if [ -n "$have" ] && [ "$have" = "$want" ] && [ "$flags" = "$CMAKE_ARGS" ]; then
   echo "llama-server: up to date (llama.cpp $have)"
 else
   echo "llama-server: building llama.cpp ${want:-?} from the llama-cpp-python $LLAMA_CPP_PYTHON sdist (~8 min on 2 cores)"
@@ -51,6 +73,7 @@ else
   fi
   install -m 755 "$build/out/bin/llama-server" .venv/bin/llama-server.new
   mv -f .venv/bin/llama-server.new .venv/bin/llama-server  # atomic: never a half-copied binary
+  printf %s "$CMAKE_ARGS" >.venv/bin/llama-server.cmake-args
   rm -rf "$build"
   trap - EXIT
   echo "llama-server: installed $(.venv/bin/llama-server --version 2>&1 | head -n 1) in $((SECONDS - started)) s"

@@ -283,3 +283,46 @@ def test_plot_labels_of_close_points_do_not_overlap() -> None:
     plt.close(fig)
     assert lifts[0] == 0.0 and lifts[3] == 0.0  # nothing in the way: the label sits at its point
     assert len(set(lifts[:3])) == 3  # three labels at (nearly) one point: three different heights
+
+
+def test_paired_difference_interval_resamples_pairs():
+    from divcon.experiments.stats import paired_diff_ci
+
+    a = [1, 1, 1, 1, 0, 0, 1, 1, 0, 1] * 10
+    b = [1, 1, 0, 1, 0, 0, 1, 1, 0, 1] * 10  # a is right on one question more in each block of ten
+    diff, lo, hi = paired_diff_ci(a, b)
+    assert diff == pytest.approx(0.1)
+    assert 0.03 <= lo <= 0.1 <= hi <= 0.17
+    assert paired_diff_ci(a, a) == (0.0, 0.0, 0.0)
+    with pytest.raises(ValueError, match="length"):
+        paired_diff_ci([1], [1, 0])
+
+
+def test_grid_baseline_must_name_a_cell():
+    cfg = {"tasks": ["gsm8k"], "cells": [{"label": "A", "mode": "cot", "solver": "fake:x"}]}
+    assert parse_grid({**cfg, "baseline": "A"}).baseline == "A"
+    with pytest.raises(GridError, match="baseline 'B'"):
+        parse_grid({**cfg, "baseline": "B"})
+
+
+def test_report_pairs_each_row_with_the_baseline_on_shared_questions(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("DIVCON_PRICES", raising=False)
+    base, other = tmp_path / "base", tmp_path / "other"
+    _fixture_run(base)  # em 1, 0, 1, 1 on q0..q3
+    _fixture_run(other)
+    recs = [json.loads(x) for x in (other / "records.jsonl").read_text().splitlines()]
+    recs[1]["metrics"]["em"] = 1.0  # right where the baseline was wrong
+    recs[2]["metrics"]["em"] = 0.0  # and wrong where it was right ...
+    recs[3]["metrics"]["em"] = 0.0
+    (other / "records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs[1:]))  # ... q0 never run
+    labels = {"cells": [{"run_dir": "base", "label": "B"}, {"run_dir": "other", "label": "O"}]}
+    (tmp_path / "grid.json").write_text(json.dumps({"title": "t", "baseline": "B", **labels}))
+    data = build_report([base, other], tmp_path / "rep", "Paired", baseline="B")
+    rows = {r["label"]: r for r in data["tasks"][0]["rows"]}
+    assert "vs_baseline" not in rows["B"]
+    vs = rows["O"]["vs_baseline"]
+    assert vs["n"] == 3 and vs["diff"] == pytest.approx((1 - 2) / 3)  # q1 +1, q2 -1, q3 -1
+    assert vs["ci95"][0] <= vs["diff"] <= vs["ci95"][1]
+    md = (tmp_path / "rep" / "report.md").read_text()
+    assert "vs B, paired [95% CI]" in md and "| (baseline) |" in md and "| -0.333 [" in md

@@ -11,8 +11,8 @@ import typer
 from rich.table import Table
 
 from divcon.backends.registry import DEFAULT_TEACHER
-from divcon.console import (OneLineErrors, console, fail, progress_bar, progress_callback, set_data_dir, setup_logging,
-                            wide)
+from divcon.console import (DECOMPOSE_SHOTS_HELP, SHOTS_HELP, STYLE_HELP, OneLineErrors, console, fail, progress_bar,
+                            progress_callback, prompt_options, set_data_dir, setup_logging, wide)
 
 app = typer.Typer(help="divcon: decompose with a small distilled model, solve with a big one; measure what it saves.",
                   no_args_is_help=True, pretty_exceptions_show_locals=False, cls=OneLineErrors)
@@ -45,8 +45,6 @@ def read_context(path: Optional[Path]) -> Optional[str]:
 
 
 MODE_HELP = "direct | cot | two-stage | dynamic"
-
-
 @app.command()
 def solve(
     question: str = typer.Argument(..., help="The question to answer."),
@@ -57,6 +55,9 @@ def solve(
     family: str = typer.Option("", help="Prompt family: math | reading | openqa (default: reading with context, "
                                         "else math)."),
     max_subquestions: int = typer.Option(4, min=1, max=16),
+    shots: Optional[int] = typer.Option(None, min=0, help=SHOTS_HELP),
+    decompose_shots: Optional[int] = typer.Option(None, min=0, help=DECOMPOSE_SHOTS_HELP),
+    solve_style: Optional[str] = typer.Option(None, help=STYLE_HELP),
     solve_tokens: int = typer.Option(512, min=1, help="Max new tokens of the solver's generation."),
     decompose_tokens: int = typer.Option(192, min=1, help="Max new tokens of the decomposer's generation."),
 ) -> None:
@@ -73,7 +74,8 @@ def solve(
     family = family or ("reading" if ctx else "math")
     try:
         pcfg = PipelineConfig(mode=mode, max_subquestions=max_subquestions, solve_tokens=solve_tokens,
-                              decompose_tokens=decompose_tokens)
+                              decompose_tokens=decompose_tokens,
+                              **prompt_options(shots, decompose_shots, solve_style))
         pipe = Pipeline(pcfg, solver=load_backend(solver), decomposer=load_backend(decomposer))
         res = pipe.run([Example("cli", question, [], context=ctx)], family)[0]
     except USER_ERRORS as e:
@@ -141,6 +143,9 @@ def eval_cmd(
     decomposer: str = typer.Option(TEACHER),
     solver: str = typer.Option(TEACHER),
     max_subquestions: int = typer.Option(4, min=1, max=16),
+    shots: Optional[int] = typer.Option(None, min=0, help=SHOTS_HELP),
+    decompose_shots: Optional[int] = typer.Option(None, min=0, help=DECOMPOSE_SHOTS_HELP),
+    solve_style: Optional[str] = typer.Option(None, help=STYLE_HELP),
     solve_tokens: int = typer.Option(512, min=1, help="Max new tokens of the solver's generation."),
     decompose_tokens: int = typer.Option(192, min=1, help="Max new tokens of the decomposer's generation."),
     out: Optional[Path] = typer.Option(None, help="Run directory (default runs/<derived name>)."),
@@ -156,7 +161,8 @@ def eval_cmd(
     set_data_dir(data_dir)
     try:
         pcfg = PipelineConfig(mode=mode, max_subquestions=max_subquestions, solve_tokens=solve_tokens,
-                              decompose_tokens=decompose_tokens)
+                              decompose_tokens=decompose_tokens,
+                              **prompt_options(shots, decompose_shots, solve_style))
         primary = get_task(task).primary
         with progress_bar() as bar:
             bar_id = bar.add_task(f"{task} {mode}", total=None, status="")

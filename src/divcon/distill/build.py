@@ -78,7 +78,10 @@ def _example(rec: dict, variant: str) -> tuple[list[dict], str] | str:
             return "unparseable"
         prompt = P.decompose_messages(rec["question"], rec["context"], rec["family"], rec["max_subquestions"])
         return prompt, target
-    prompt = P.solve_messages(rec["question"], rec["context"], rec["family"], rec["subquestions"] or None)
+    # The teacher's solve style (traces from before styles existed used "short"); no demonstrations: a student is
+    # served the bare prompt it was trained on.
+    prompt = P.solve_messages(rec["question"], rec["context"], rec["family"], rec["subquestions"] or None,
+                              style=rec.get("solve_style", "short"))
     target = rec["solution"] if variant == "se-t" else with_gold_answer(rec["solution"], rec["golds"][0])
     return prompt, target
 

@@ -9,7 +9,8 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from divcon.console import console, fail, progress_bar, progress_callback, set_data_dir
+from divcon.console import (DECOMPOSE_SHOTS_HELP, SHOTS_HELP, STYLE_HELP, console, fail, progress_bar,
+                            progress_callback, prompt_options, set_data_dir)
 
 app = typer.Typer(help="Distill the decomposer (or solver): generate teacher traces, build training sets, train "
                        "LoRA students.", no_args_is_help=True, pretty_exceptions_show_locals=False)
@@ -28,21 +29,27 @@ def generate(
     limit: Optional[int] = typer.Option(None, min=1, help="First N questions of the split."),
     offset: int = typer.Option(0, min=0),
     out: Optional[Path] = typer.Option(None, help="Traces dir (default runs/traces/<derived name>)."),
+    max_subquestions: int = typer.Option(4, min=1, max=16),
+    shots: Optional[int] = typer.Option(None, min=0, help=SHOTS_HELP),
+    decompose_shots: Optional[int] = typer.Option(None, min=0, help=DECOMPOSE_SHOTS_HELP),
+    solve_style: Optional[str] = typer.Option(None, help=STYLE_HELP),
     concurrency: Optional[int] = typer.Option(None, min=1, help="(question, sample) pairs in flight at once "
                                                                "(default: what the teacher serves at once)."),
     data_dir: Optional[Path] = typer.Option(None, help="Folder of the data sets (default ../shared/data)."),
 ) -> None:
     """Teacher traces: decompose, solve and score each question. Re-run the same command to resume."""
     from divcon.distill.generate import generate_traces
+    from divcon.pipeline import PipelineConfig
 
     set_data_dir(data_dir)
     try:
+        pcfg = PipelineConfig(max_subquestions=max_subquestions, **prompt_options(shots, decompose_shots, solve_style))
         with progress_bar() as bar:
             bar_id = bar.add_task(f"traces {task}", total=None, status="")
             on_progress = progress_callback(bar, bar_id, "correct", lambda rec: float(rec["correct"]))
             run_dir, summary = generate_traces(task, split, teacher, samples=samples, temperature=temperature,
                                                limit=limit, offset=offset, out_dir=out, on_progress=on_progress,
-                                               concurrency=concurrency)
+                                               concurrency=concurrency, pipeline=pcfg)
     except (ValueError, RuntimeError, OSError) as e:
         fail(str(e))
     t = Table("traces", "questions", "correct", "accuracy", "questions with a correct trace")

@@ -10,7 +10,7 @@ own key. The solver always decodes greedily, so identical decompositions share o
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Callable
 
@@ -48,7 +48,7 @@ def trace(pipe: Pipeline, task: Task, ex: Example, k: int) -> dict:
     """One teacher trace: sample ``k``'s decomposition of ``ex``, the teacher's solution, and its score."""
     c = pipe.config
     rec = {"id": ex.id, "sample": k, "task": task.name, "family": task.family,
-           "max_subquestions": c.max_subquestions, "question": ex.question, "context": ex.context, "golds": ex.golds}
+           "max_subquestions": c.max_subquestions, "solve_style": c.solve_style, "question": ex.question, "context": ex.context, "golds": ex.golds}
     try:
         res = pipe.run_one(ex, task.family)
     except RequestRejected as e:  # e.g. a passage over the context window: kept as an error, dropped by build
@@ -73,14 +73,16 @@ def generate_traces(
     offset: int = 0,
     out_dir: Path | None = None,
     on_progress: Callable[[int, int, dict | None], None] | None = None,
-    max_subquestions: int = 4,
+    pipeline: PipelineConfig | None = None,
     concurrency: int | None = None,
     stop: StopWhen | None = None,
 ) -> tuple[Path, dict]:
     """Generate (or resume) teacher traces. Returns the traces dir and a small summary.
 
     ``temperature`` defaults to 0 (greedy) for one sample and to 0.7 for several. ``on_progress(k, total, record)``
-    is called once with the already-done count (record None), then once per new record. Up to ``concurrency``
+    is called once with the already-done count (record None), then once per new record. ``pipeline`` holds the
+    teacher's prompt settings (subquestions, shots, solve style); its mode, temperature and seed are set here. Up to
+    ``concurrency``
     (question, sample) pairs are in flight; ``stop`` ends the run early and cleanly.
     """
     if samples < 1:
@@ -95,8 +97,8 @@ def generate_traces(
     if not examples:
         raise ValueError(f"{task_name}/{split} with limit={limit} offset={offset} selects no examples")
     teacher = load_backend(teacher_spec)
-    pipes = [Pipeline(PipelineConfig(mode="two-stage", temperature=temperature, seed=k,
-                                     max_subquestions=max_subquestions), solver=teacher)
+    base = pipeline or PipelineConfig()
+    pipes = [Pipeline(replace(base, mode="two-stage", temperature=temperature, seed=k), solver=teacher)
              for k in range(samples)]
     cfg = {"kind": "traces", "task": task.name, "split": split, "limit": limit, "offset": offset,
            "teacher": teacher.spec, "models": {"teacher": teacher.identity.key}, "samples": samples,

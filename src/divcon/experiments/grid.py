@@ -13,6 +13,7 @@ Compact config form::
     split: null                    # null: the task's evaluation split
     shuffle_seed: null
     concurrency: null               # questions in flight per cell (null: what the backends serve at once)
+    baseline: T (single)            # the report adds each cell's paired difference to this cell (same questions)
     pipeline: {max_subquestions: 4} # PipelineConfig defaults for every cell
     models: {T: "llamacpp:qwen2.5-1.5b", S: "llamacpp:smollm2-135m"}
     tasks: [gsm8k, {drop: {limit: 20}}, bamboogle]
@@ -37,7 +38,8 @@ from divcon.pipeline import MODES, PipelineConfig
 from divcon.runner import StopWhen
 from divcon.runs import read_records, write_json
 
-TOP_KEYS = {"limit", "split", "shuffle_seed", "concurrency", "pipeline", "models", "tasks", "cells", "out", "title"}
+TOP_KEYS = {"limit", "split", "shuffle_seed", "concurrency", "pipeline", "models", "tasks", "cells", "out", "title",
+            "baseline"}
 TASK_KEYS = {"limit", "split", "shuffle_seed"}
 CELL_KEYS = {"label", "mode", "decomposer", "solver", "tasks", "requires", "pipeline"}
 
@@ -82,6 +84,7 @@ class Grid:
     concurrency: int | None = None
     out: Path | None = None
     title: str | None = None
+    baseline: str | None = None  # a cell label: the report pairs every other cell of a task with it
 
 
 def slug(label: str) -> str:
@@ -199,7 +202,11 @@ def parse_grid(data: dict[str, Any]) -> Grid:
     concurrency = data.get("concurrency")
     if concurrency is not None and (not isinstance(concurrency, int) or concurrency < 1):
         raise GridError(f"concurrency must be a whole number >= 1 (or null), got {concurrency!r}")
-    return Grid(cells=cells, concurrency=concurrency, out=out, title=data.get("title"))
+    baseline = data.get("baseline")
+    if baseline is not None and str(baseline) not in {c.label for c in cells}:
+        raise GridError(f"baseline {baseline!r} is not the label of a cell")
+    return Grid(cells=cells, concurrency=concurrency, out=out, title=data.get("title"),
+                baseline=None if baseline is None else str(baseline))
 
 
 def load_grid(path: Path) -> Grid:
@@ -251,7 +258,8 @@ def write_grid_json(out: Path, grid: Grid, statuses: list[CellStatus], config_pa
         entries.append({**d, "slug": c.slug, "run_dir": str(c.run_dir(Path("."))), **asdict(s)})
     path = out / "grid.json"
     out.mkdir(parents=True, exist_ok=True)
-    write_json(path, {"config": str(config_path) if config_path else None, "title": grid.title, "cells": entries})
+    write_json(path, {"config": str(config_path) if config_path else None, "title": grid.title,
+                      "baseline": grid.baseline, "cells": entries})
     return path
 
 

@@ -24,7 +24,7 @@ from divcon.cost import load_table
 from divcon.evaluate import big_model, summarize
 from divcon.experiments.grid import derived_label, read_grid_json, short_name
 from divcon.pipeline.prompts import NO_DECOMPOSITION
-from divcon.experiments.stats import bootstrap_ci, pareto_front
+from divcon.experiments.stats import bootstrap_ci, paired_diff_ci, pareto_front
 from divcon.runs import read_records, write_json
 
 Block = tuple  # ("h1"|"h2"|"h3"|"p", text) | ("table", headers, rows) | ("img", filename)
@@ -108,6 +108,23 @@ def _row(run: Run, summary: dict, big: str | None, out_dir: Path) -> dict[str, A
         "mean_subquestions": summary["mean_subquestions"], "no_subquestions": summary["no_subquestions"],
         "truncated": summary["truncated"],
     }
+
+
+def _paired(runs: list[Run], rows: list[dict], baseline: str) -> None:
+    """Give each row its paired difference to the baseline row (same label) on the questions both answered:
+    ``vs_baseline`` = {label, diff, ci95, n}. Nothing is added when the task has no such row."""
+    base = next((run for run, row in zip(runs, rows) if row["label"] == baseline), None)
+    if base is None:
+        return
+    primary = rows[0]["primary"]
+    ref = {r["id"]: r["metrics"].get(primary, 0.0) for r in base.records}
+    for run, row in zip(runs, rows):
+        if run is base:
+            continue
+        mine = {r["id"]: r["metrics"].get(primary, 0.0) for r in run.records}
+        ids = sorted(set(mine) & set(ref))
+        diff, lo, hi = paired_diff_ci([mine[i] for i in ids], [ref[i] for i in ids])
+        row["vs_baseline"] = {"label": baseline, "diff": diff, "ci95": [lo, hi], "n": len(ids)}
 
 
 def _priced(rows: list[dict]) -> list[int]:
@@ -225,18 +242,28 @@ def _plot(tasks: list[dict], big: str | None, path: Path) -> None:
 def _task_blocks(t: dict, big: str | None) -> list[Block]:
     p = t["primary"]
     blocks: list[Block] = [("h2", f"{t['task']} (split {t['split']})")]
+    baseline = next((r["vs_baseline"]["label"] for r in t["rows"] if "vs_baseline" in r), None)
     rows = []
     for r in t["rows"]:
         extra = ", ".join(f"{k} {v:.3f}" for k, v in r["extra_metrics"].items()) or "-"
+        vs = r.get("vs_baseline")
+        paired = ([f"{vs['diff']:+.3f} [{vs['ci95'][0]:+.3f}, {vs['ci95'][1]:+.3f}]"
+                   + (f" (n={vs['n']})" if vs["n"] != r["n"] else "") if vs else "(baseline)"]
+                  if baseline else [])
         rows.append([r["label"], r["mode"], short_name(r["decomposer"]), short_name(r["solver"]), str(r["n"]),
-                     str(r["errors"]), f"{r['metric']:.3f} [{r['ci95'][0]:.3f}, {r['ci95'][1]:.3f}]", extra,
+                     str(r["errors"]), f"{r['metric']:.3f} [{r['ci95'][0]:.3f}, {r['ci95'][1]:.3f}]", *paired, extra,
+                     f"{r['tokens_per_question']:.0f}",
                      f"{r['big_tokens_in']}/{r['big_tokens_out']}", f"{r['other_tokens_in']}/{r['other_tokens_out']}",
                      _fmt_money(r["big_dollars"]), _fmt_money(r["dollars"]), f"{r['model_seconds']:.1f}",
                      f"{r['model_seconds_per_question']:.2f}"])
     blocks.append(("table", ["label", "mode", "decomposer", "solver", "n", "errors", f"{p} [95% CI]",
-                             "extra (not primary)", f"big-model tokens in/out ({short_name(big)})",
-                             "other models tokens in/out",
+                             *([f"vs {baseline}, paired [95% CI]"] if baseline else []),
+                             "extra (not primary)", "tokens/question (all models)",
+                             f"big-model tokens in/out ({short_name(big)})", "other models tokens in/out",
                              "big-model $", "total $", "model s", "model s/question"], rows))
+    if baseline:
+        blocks.append(("p", f"The paired column is the row's {p} minus that of {baseline} on the same questions, "
+                            "with a bootstrap interval that resamples questions (2000 resamples, seeded)."))
     if t["pareto"]:
         blocks.append(("p", "Pareto front (big-model $ per question vs " + p + "): "
                        + ", ".join(t["rows"][i]["label"] for i in t["pareto"]) + "."))
@@ -346,10 +373,12 @@ def _html(blocks: list[Block], title: str, out_dir: Path) -> str:
             f"<style>{CSS}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")
 
 
-def build_report(run_dirs: list[Path], out_dir: Path, title: str = "divcon report") -> dict[str, Any]:
+def build_report(run_dirs: list[Path], out_dir: Path, title: str = "divcon report",
+                 baseline: str | None = None) -> dict[str, Any]:
     """Write the report files for ``run_dirs`` into ``out_dir`` and return the numbers (also in report.json).
 
-    Rows keep the order of ``run_dirs`` (grid order); tasks appear in order of first appearance.
+    Rows keep the order of ``run_dirs`` (grid order); tasks appear in order of first appearance. With a
+    ``baseline`` label, every other row of a task that has that row gets its paired difference to it.
     """
     seen: set[Path] = set()
     runs = []
@@ -364,13 +393,16 @@ def build_report(run_dirs: list[Path], out_dir: Path, title: str = "divcon repor
     prices = load_table()
     big = big_model(sorted({u["model"] for r in runs for rec in r.records for u in rec.get("usage") or []}), prices)
 
-    by_task: dict[tuple[str, str], list[dict]] = {}
+    by_task: dict[tuple[str, str], list[tuple[Run, dict]]] = {}
     for run in runs:
         summary = summarize(run.records, {**run.config, "run_dir": str(run.run_dir)}, prices, big)
         row = _row(run, summary, big, out_dir)
-        by_task.setdefault((summary["task"], summary["split"]), []).append(row)
+        by_task.setdefault((summary["task"], summary["split"]), []).append((run, row))
     tasks = []
-    for (task, split), rows in by_task.items():
+    for (task, split), pairs in by_task.items():
+        rows = [row for _, row in pairs]
+        if baseline:
+            _paired([run for run, _ in pairs], rows, baseline)
         shown = _priced(rows)
         tasks.append({"task": task, "split": split, "primary": rows[0]["primary"], "rows": rows,
                       "pareto": [shown[i] for i in pareto_front([(rows[j]["big_dollars_per_question"],

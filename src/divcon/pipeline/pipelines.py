@@ -25,10 +25,17 @@ class PipelineConfig:
     max_rounds: int = 4
     temperature: float = 0.0  # decomposer sampling (teacher data with several samples); the solver stays greedy
     seed: int = 0
+    shots: int = 0  # worked examples before the question in the solver's prompts (all of a family's: 4 math)
+    decompose_shots: int = 0  # the same for the decomposer's; 0 for a trained student (it learned the format)
+    solve_style: str = "short"  # how the solver uses the subquestions: prompts.SOLVE_STYLES
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise ValueError(f"unknown mode {self.mode!r}; modes: {', '.join(MODES)}")
+        if self.solve_style not in P.SOLVE_STYLES:
+            raise ValueError(f"unknown solve_style {self.solve_style!r}; styles: {', '.join(P.SOLVE_STYLES)}")
+        if self.shots < 0 or self.decompose_shots < 0:
+            raise ValueError("shots and decompose_shots must be >= 0")
 
 
 class Strategy:
@@ -61,9 +68,9 @@ class SingleStage(Strategy):
     def run(self, ex: Example, family: str) -> PipelineResult:
         c = self.config
         if c.mode == "cot":
-            req = self._req(P.solve_messages(ex.question, ex.context, family, None), c.solve_tokens)
+            req = self._req(P.solve_messages(ex.question, ex.context, family, None, c.shots), c.solve_tokens)
         else:
-            req = self._req(P.direct_messages(ex.question, ex.context, family), c.direct_tokens)
+            req = self._req(P.direct_messages(ex.question, ex.context, family, c.shots), c.direct_tokens)
         gen = self._call(self.solver, req)
         r = PipelineResult(mode=c.mode, outputs={"solve": gen.text}, final_output=gen.text)
         r.record("solve", gen)
@@ -77,15 +84,16 @@ class TwoStage(Strategy):
     def decompose(self, ex: Example, family: str) -> tuple[list[str], Generation]:
         """Subquestions (possibly none) with the raw generation; shared by eval and distillation."""
         c = self.config
-        req = self._req(P.decompose_messages(ex.question, ex.context, family, c.max_subquestions),
+        req = self._req(P.decompose_messages(ex.question, ex.context, family, c.max_subquestions, c.decompose_shots),
                         c.decompose_tokens, sample=True)
         gen = self._call(self.decomposer, req)
         return P.parse_subquestions(gen.text, c.max_subquestions), gen
 
     def run(self, ex: Example, family: str) -> PipelineResult:
+        c = self.config
         subs, dgen = self.decompose(ex, family)
-        sgen = self._call(self.solver, self._req(P.solve_messages(ex.question, ex.context, family, subs),
-                                                 self.config.solve_tokens))
+        sgen = self._call(self.solver, self._req(
+            P.solve_messages(ex.question, ex.context, family, subs, c.shots, c.solve_style), c.solve_tokens))
         r = PipelineResult(mode="two-stage", subquestions=subs,
                            outputs={"decompose": dgen.text, "solve": sgen.text}, final_output=sgen.text)
         r.record("decompose", dgen)
@@ -103,7 +111,8 @@ class Dynamic(Strategy):
         transcript: list[str] = []
         for _ in range(c.max_rounds):
             gen = self._call(self.decomposer, self._req(
-                P.next_subquestion_messages(ex.question, ex.context, family, pairs), c.step_tokens, sample=True,
+                P.next_subquestion_messages(ex.question, ex.context, family, pairs, c.decompose_shots), c.step_tokens,
+                sample=True,
                 stop=("\n\n",)))
             r.record("decompose", gen)
             transcript.append(f"[decomposer] {gen.text.strip()}")
@@ -112,11 +121,12 @@ class Dynamic(Strategy):
                 break
             r.subquestions.append(subs[0])
             gen = self._call(self.solver, self._req(
-                P.answer_subquestion_messages(ex.question, ex.context, family, pairs, subs[0]), c.step_tokens))
+                P.answer_subquestion_messages(ex.question, ex.context, family, pairs, subs[0], c.shots),
+                c.step_tokens))
             r.record("solve", gen)
             pairs.append((subs[0], gen.text.strip()))
             transcript.append(f"[solver] {gen.text.strip()}")
-        gen = self._call(self.solver, self._req(P.final_messages(ex.question, ex.context, family, pairs),
+        gen = self._call(self.solver, self._req(P.final_messages(ex.question, ex.context, family, pairs, c.shots),
                                                 c.solve_tokens))
         r.record("solve", gen)
         transcript.append(f"[solver] {gen.text.strip()}")

@@ -6,7 +6,10 @@ Families: ``math`` (numeric answer), ``reading`` (answer from a passage, DROP), 
 
 from __future__ import annotations
 
+import json
 import re
+
+from divcon.demos import demos
 
 ANSWER_FORM = {
     "math": "The answer is <number>.",
@@ -14,7 +17,22 @@ ANSWER_FORM = {
     "openqa": "The answer is <short answer>.",
 }
 
+# What "working" means per family: the solver shows it for each subquestion, so decomposing does not remove the
+# reasoning that a step-by-step solution would have written (the zero-shot solver stated bare results and skipped
+# the arithmetic).
+WORKING = {
+    "math": "write out every calculation (for example: 2 customers x 2 DVDs = 4 DVDs)",
+    "reading": "quote the facts from the passage it uses and write out any calculation",
+    "openqa": "state the fact it rests on",
+}
+
 NO_DECOMPOSITION = "No decomposition needed."
+SOLVE_STYLES = ("working", "short", "plan")
+"""How the solver uses the subquestions: ``working`` answers each with its working, ``short`` with a short answer
+(the original zero-shot prompt), ``plan`` reads them as a plan and writes one step-by-step solution."""
+
+SYSTEM_SOLVE = "You are a careful problem solver."
+SYSTEM_DECOMPOSE = "You break problems into simpler subquestions. You never answer them."
 
 
 def _problem(question: str, context: str | None) -> str:
@@ -23,18 +41,35 @@ def _problem(question: str, context: str | None) -> str:
     return f"Problem: {question}"
 
 
-def decompose_messages(question: str, context: str | None, family: str, max_subquestions: int = 4) -> list[dict]:
-    """The decomposer's prompt: subquestions only, never their answers."""
-    return [
-        {"role": "system", "content": "You break problems into simpler subquestions. You never answer them."},
-        {"role": "user", "content": (
-            f"{_problem(question, context)}\n\n"
-            f"Write the subquestions one must answer, in order, to solve this. Write at most {max_subquestions}, "
+def _few_shot(system: str, shots: int, family: str, turn, final_user: str) -> list[dict]:
+    """System prompt, then ``shots`` demonstrations as (user, assistant) turns, then the question. The demonstrations
+    depend only on the family and the prompt variant, never on the question, so every question of a run shares them
+    as one fixed prefix whose KV cache an engine can reuse."""
+    msgs = [{"role": "system", "content": system}]
+    for d in demos(family)[:shots]:
+        user, assistant = turn(d)
+        msgs += [{"role": "user", "content": user}, {"role": "assistant", "content": assistant}]
+    return msgs + [{"role": "user", "content": final_user}]
+
+
+def _decompose_instruction(max_subquestions: int) -> str:
+    return (f"Write the subquestions one must answer, in order, to solve this. Write at most {max_subquestions}, "
             "one per line, numbered 1., 2., ... Each subquestion ends with a question mark. The last subquestion asks "
             "for exactly what the question asks. Do not answer them. "
-            f"If the question is simple enough to answer directly, write only: {NO_DECOMPOSITION}"
-        )},
-    ]
+            f"If the question is simple enough to answer directly, write only: {NO_DECOMPOSITION}")
+
+
+def decompose_messages(question: str, context: str | None, family: str, max_subquestions: int = 4,
+                       shots: int = 0) -> list[dict]:
+    """The decomposer's prompt: subquestions only, never their answers. A trained student decomposer is served with
+    ``shots=0``: the prompt it was trained on."""
+    instruction = _decompose_instruction(max_subquestions)
+
+    def turn(d: dict) -> tuple[str, str]:
+        return (f"{_problem(d['question'], d.get('context'))}\n\n{instruction}",
+                format_subquestions(d["subquestions"][:max_subquestions]))
+
+    return _few_shot(SYSTEM_DECOMPOSE, shots, family, turn, f"{_problem(question, context)}\n\n{instruction}")
 
 
 def format_subquestions(subquestions: list[str]) -> str:
@@ -59,30 +94,59 @@ def parse_subquestions(text: str, max_subquestions: int = 4) -> list[str]:
     return out[:max_subquestions]
 
 
-def solve_messages(question: str, context: str | None, family: str, subquestions: list[str] | None) -> list[dict]:
-    """The solver's prompt: answer the given subquestions in order, in one generation, then the final answer."""
-    if subquestions:
-        sq = "\n".join(f"{i}. {q}" for i, q in enumerate(subquestions, 1))
-        # The question is restated after the subquestions: small solvers otherwise stop at the last subquestion and
-        # give its answer as the final one.
-        instruction = (f"Subquestions:\n{sq}\n\nAnswer the subquestions in order, one by one. Then use those "
-                       f"answers to answer the original question: {question}\n"
-                       f"End with a final line of the form: {ANSWER_FORM[family]}")
+def final_line(family: str, answer: str) -> str:
+    """'The answer is 72.' (one full stop, also after an answer that ends in one, like 'Inc.')."""
+    return ANSWER_FORM[family].split("<")[0] + answer.rstrip(".") + "."
+
+
+def _solve_instruction(question: str, family: str, subquestions: list[str] | None, style: str) -> str:
+    if not subquestions:
+        return f"Solve it step by step. End with a final line of the form: {ANSWER_FORM[family]}"
+    sq = "\n".join(f"{i}. {q}" for i, q in enumerate(subquestions, 1))
+    # The question is restated after the subquestions: small solvers otherwise stop at the last subquestion and give
+    # its answer as the final one.
+    if style == "plan":
+        return (f"Plan:\n{sq}\n\nSolve the problem step by step, following the plan; {WORKING[family]}. "
+                f"End with a final line of the form: {ANSWER_FORM[family]}")
+    how = (f"Answer each one in order: write the subquestion, then its answer; {WORKING[family]}."
+           if style == "working" else "Answer the subquestions in order, one by one.")
+    return (f"Subquestions:\n{sq}\n\n{how} Then use those answers to answer the original question: {question}\n"
+            f"End with a final line of the form: {ANSWER_FORM[family]}")
+
+
+def _solution(d: dict, family: str, subquestions: list[str] | None, style: str) -> str:
+    """A demonstration's answer as the solver should write it under ``style``."""
+    if not subquestions or style == "plan":
+        body = d["steps"]
     else:
-        instruction = f"Solve it step by step. End with a final line of the form: {ANSWER_FORM[family]}"
-    return [
-        {"role": "system", "content": "You are a careful problem solver."},
-        {"role": "user", "content": f"{_problem(question, context)}\n\n{instruction}"},
-    ]
+        body = "\n".join(f"{i}. {q} {a}" for i, (q, a) in enumerate(zip(subquestions, d[style]), 1))
+    return f"{body}\n{final_line(family, d['answer'])}"
 
 
-def direct_messages(question: str, context: str | None, family: str) -> list[dict]:
+def solve_messages(question: str, context: str | None, family: str, subquestions: list[str] | None,
+                   shots: int = 0, style: str = "short") -> list[dict]:
+    """The solver's prompt: with subquestions, answer them (``style``) and then the question, in one generation;
+    without, solve step by step (single-stage CoT, and the two-stage route when the decomposer wrote none)."""
+    if style not in SOLVE_STYLES:
+        raise ValueError(f"unknown solve style {style!r}; styles: {', '.join(SOLVE_STYLES)}")
+    staged = bool(subquestions)
+
+    def turn(d: dict) -> tuple[str, str]:
+        subs = d["subquestions"] if staged else None
+        return (f"{_problem(d['question'], d.get('context'))}\n\n{_solve_instruction(d['question'], family, subs, style)}",
+                _solution(d, family, subs, style))
+
+    return _few_shot(SYSTEM_SOLVE, shots, family, turn,
+                     f"{_problem(question, context)}\n\n{_solve_instruction(question, family, subquestions, style)}")
+
+
+def direct_messages(question: str, context: str | None, family: str, shots: int = 0) -> list[dict]:
     """Single-stage without reasoning: only the answer."""
-    return [
-        {"role": "system", "content": "You are a careful problem solver."},
-        {"role": "user", "content": f"{_problem(question, context)}\n\nGive only the final answer, in the form: "
-                                    f"{ANSWER_FORM[family]}"},
-    ]
+    instruction = f"Give only the final answer, in the form: {ANSWER_FORM[family]}"
+    return _few_shot(SYSTEM_SOLVE, shots, family,
+                     lambda d: (f"{_problem(d['question'], d.get('context'))}\n\n{instruction}",
+                                final_line(family, d["answer"])),
+                     f"{_problem(question, context)}\n\n{instruction}")
 
 
 def _history(pairs: list[tuple[str, str]]) -> str:
@@ -93,57 +157,81 @@ def _history(pairs: list[tuple[str, str]]) -> str:
 
 DONE = "DONE"
 
+# Dynamic (self-ask style) turns. Their demonstrations are the same worked examples cut at one point: the state after
+# the first subquestion was answered (for the next subquestion and for answering it) and the full history (for the
+# closing answer, and DONE). Answers carry their working, as in the two-stage solver's ``working`` style, so the
+# comparison of static and dynamic decomposition is between equally good prompts.
+
+
+def _pairs(d: dict, k: int) -> list[tuple[str, str]]:
+    return list(zip(d["subquestions"], d["working"]))[:k]
+
+
+def _next_instruction() -> str:
+    return ("Write the single next subquestion needed to solve the problem, ending with a question mark. "
+            f"If the answers so far are enough to solve it, write only: {DONE}")
+
 
 def next_subquestion_messages(question: str, context: str | None, family: str,
-                              pairs: list[tuple[str, str]]) -> list[dict]:
-    """Dynamic (self-ask style) decomposer turn: the next subquestion given the answers so far, or DONE."""
-    return [
-        {"role": "system", "content": "You break problems into simpler subquestions, one at a time."},
-        {"role": "user", "content": (
-            f"{_problem(question, context)}\n\nSo far:\n{_history(pairs)}\n\n"
-            "Write the single next subquestion needed to solve the problem, ending with a question mark. "
-            f"If the answers so far are enough to solve it, write only: {DONE}"
-        )},
-    ]
+                              pairs: list[tuple[str, str]], shots: int = 0) -> list[dict]:
+    """Dynamic decomposer turn: the next subquestion given the answers so far, or DONE."""
+    def user(q: str, c: str | None, p: list[tuple[str, str]]) -> str:
+        return f"{_problem(q, c)}\n\nSo far:\n{_history(p)}\n\n{_next_instruction()}"
+
+    def turn(d: dict) -> tuple[str, str]:
+        return user(d["question"], d.get("context"), _pairs(d, 1)), d["subquestions"][1]
+
+    msgs = _few_shot("You break problems into simpler subquestions, one at a time.", shots, family, turn,
+                     user(question, context, pairs))
+    if shots:  # one demonstration of stopping: the first example with its whole history
+        d = demos(family)[0]
+        msgs[-1:-1] = [{"role": "user", "content": user(d["question"], d.get("context"), _pairs(d, 99))},
+                       {"role": "assistant", "content": DONE}]
+    return msgs
 
 
 def answer_subquestion_messages(question: str, context: str | None, family: str,
-                                pairs: list[tuple[str, str]], subquestion: str) -> list[dict]:
-    """Dynamic solver turn: a short answer to one subquestion."""
-    return [
-        {"role": "system", "content": "You are a careful problem solver."},
-        {"role": "user", "content": (
-            f"{_problem(question, context)}\n\nSo far:\n{_history(pairs)}\n\n"
-            f"Answer this subquestion in one or two sentences: {subquestion}"
-        )},
-    ]
+                                pairs: list[tuple[str, str]], subquestion: str, shots: int = 0) -> list[dict]:
+    """Dynamic solver turn: one subquestion's answer, with its working."""
+    def user(q: str, c: str | None, p: list[tuple[str, str]], s: str) -> str:
+        return (f"{_problem(q, c)}\n\nSo far:\n{_history(p)}\n\n"
+                f"Answer this subquestion in one or two sentences; {WORKING[family]}: {s}")
+
+    return _few_shot(SYSTEM_SOLVE, shots, family,
+                     lambda d: (user(d["question"], d.get("context"), _pairs(d, 1), d["subquestions"][1]),
+                                d["working"][1]),
+                     user(question, context, pairs, subquestion))
 
 
-def final_messages(question: str, context: str | None, family: str, pairs: list[tuple[str, str]]) -> list[dict]:
+def final_messages(question: str, context: str | None, family: str, pairs: list[tuple[str, str]],
+                   shots: int = 0) -> list[dict]:
     """Dynamic solver's closing turn: the final answer from the subquestion answers."""
-    return [
-        {"role": "system", "content": "You are a careful problem solver."},
-        {"role": "user", "content": (
-            f"{_problem(question, context)}\n\nSubquestions and their answers:\n{_history(pairs)}\n\n"
-            f"Use those answers to answer the original question: {question}\n"
-            f"End with a final line of the form: {ANSWER_FORM[family]}"
-        )},
-    ]
+    def user(q: str, c: str | None, p: list[tuple[str, str]]) -> str:
+        return (f"{_problem(q, c)}\n\nSubquestions and their answers:\n{_history(p)}\n\n"
+                f"Use those answers to answer the original question: {q}\n"
+                f"End with a final line of the form: {ANSWER_FORM[family]}")
+
+    return _few_shot(SYSTEM_SOLVE, shots, family,
+                     lambda d: (user(d["question"], d.get("context"), _pairs(d, 99)), final_line(family, d["answer"])),
+                     user(question, context, pairs))
 
 
 def fingerprint() -> str:
-    """A short hash of every prompt, rendered on a fixed probe. Run configs record it, so resuming a run after the
-    prompts changed is refused instead of silently mixing records made with two different prompts."""
+    """A short hash of every prompt (every style, with and without demonstrations), rendered on a fixed probe. Run
+    configs record it, so resuming a run after the prompts changed is refused instead of silently mixing records
+    made with two different prompts."""
     import hashlib
-    import json
 
     q, ctx, pairs = "Q?", "C.", [("S?", "A.")]
     rendered = []
     for family in ANSWER_FORM:
         for c in (None, ctx):
-            rendered += [decompose_messages(q, c, family), solve_messages(q, c, family, ["S?"]),
-                         solve_messages(q, c, family, None), direct_messages(q, c, family),
-                         next_subquestion_messages(q, c, family, pairs),
-                         answer_subquestion_messages(q, c, family, pairs, "S?"), final_messages(q, c, family, pairs)]
+            for k in (0, len(demos(family))):
+                rendered += [decompose_messages(q, c, family, shots=k), direct_messages(q, c, family, shots=k),
+                             next_subquestion_messages(q, c, family, pairs, shots=k),
+                             answer_subquestion_messages(q, c, family, pairs, "S?", shots=k),
+                             final_messages(q, c, family, pairs, shots=k)]
+                rendered += [solve_messages(q, c, family, subs, shots=k, style=style)
+                             for style in SOLVE_STYLES for subs in (["S?"], None)]
     blob = json.dumps(rendered, sort_keys=True) + format_subquestions(["S?"]) + NO_DECOMPOSITION + DONE
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:12]

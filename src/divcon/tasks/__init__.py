@@ -2,6 +2,9 @@
 
 Held-out care: DROP and Bamboogle have no train split here, so each is split deterministically (by sha256 of the
 passage / question) into ``distill`` and ``eval`` parts that never overlap; distill on one, evaluate on the other.
+Prompts and settings are tuned on ``dev`` splits only, which no teacher trace uses: GSM8K's is train[7000:] (its
+``train`` split is train[:7000]), DROP's the last quarter of the distill half's passages (its ``distill`` split is the
+rest). Test/eval splits are for reporting, never for tuning.
 """
 
 from __future__ import annotations
@@ -42,9 +45,11 @@ TASKS: dict[str, Task] = {
     t.name: t
     for t in [
         _math("gsm8k", None, "GSM8K grade-school math; numeric exact match on the final answer",
-              {"train": partial(ds.gsm8k, "train"), "test": partial(ds.gsm8k, "test")}),
+              {"train": partial(ds.gsm8k_train, "train"), "dev": partial(ds.gsm8k_train, "dev"),
+               "test": partial(ds.gsm8k, "test")}),
         Task("drop", "reading",
-             {"dev": ds.drop_dev, "distill": partial(ds.drop_split, "distill"), "eval": partial(ds.drop_split, "eval")},
+             {"all": ds.drop_dev, "distill": partial(ds.drop_split, "distill"), "dev": partial(ds.drop_split, "dev"),
+              "eval": partial(ds.drop_split, "eval")},
              extract_text, _drop_score, "f1",
              "DROP reading comprehension; official-style F1/EM, max over gold answers; split by passage", "eval"),
         _openqa("bamboogle", "bamboogle", "bamboogle_test_questions_and_answers.json",

@@ -7,6 +7,8 @@ import random
 from dataclasses import dataclass, field
 from typing import Callable
 
+from divcon.demos import demo_questions
+
 
 @dataclass
 class Example:
@@ -37,13 +39,14 @@ class Task:
 
     def examples(self, split: str | None = None, limit: int | None = None, offset: int = 0,
                  shuffle_seed: int | None = None) -> list[Example]:
-        """A deterministic slice of a split. ``shuffle_seed`` picks a seeded random subset instead of the head."""
+        """A deterministic slice of a split. ``shuffle_seed`` picks a seeded random subset instead of the head.
+        The few-shot demonstrations' questions are never among them."""
         split = split or self.default_split
         if split not in self.splits:
             raise ValueError(f"task {self.name!r} has no split {split!r}; splits: {', '.join(self.splits)}")
-        items = self.splits[split]()
+        shown = demo_questions()
+        items = [e for e in self.splits[split]() if (e.question, e.context) not in shown]
         if shuffle_seed is not None:
-            items = items[:]
             random.Random(shuffle_seed).shuffle(items)
         items = items[offset:]
         return items[:limit] if limit is not None else items

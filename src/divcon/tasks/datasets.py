@@ -98,6 +98,18 @@ def _gsm8k(path: Path, split: str) -> list[Example]:
     return out
 
 
+GSM8K_DEV_START = 7000
+
+
+def gsm8k_train(part: str) -> list[Example]:
+    """GSM8K's train file in two parts: ``train`` (the first 7000, for teacher traces) and ``dev`` (the other 473,
+    for tuning prompts and settings; never traced). Ids keep the line number in train.jsonl."""
+    items = gsm8k("train")
+    if part not in ("train", "dev"):
+        raise ValueError(f"part must be 'train' or 'dev', not {part!r}")
+    return items[:GSM8K_DEV_START] if part == "train" else items[GSM8K_DEV_START:]
+
+
 _DROP_RE = re.compile(r"^Passage: (?P<p>.*)\nQuestion: (?P<q>.*)\nAnswer:\s*$", re.S)
 
 
@@ -127,10 +139,21 @@ def hash_part(examples: list[Example], part: str, key=lambda e: e.question, frac
     return [e for e in examples if (int(hashlib.sha256(key(e).encode("utf-8")).hexdigest()[:8], 16) < cut) == keep]
 
 
+DROP_DEV_FRACTION = 0.25
+
+
 def drop_split(part: str) -> list[Example]:
-    """DROP has no train split here: the dev file is split by *passage*, so no passage is in both parts. ``distill``
-    (about half the passages) may be used for teacher traces; ``eval`` is held out."""
-    return hash_part(drop_dev(), part, key=lambda e: e.context or "")
+    """DROP has no train split here: the dev file is split by *passage*, so no passage is in two parts. ``eval`` (about
+    half the passages) is held out; the other half is cut, in file order, into ``distill`` (its first three quarters
+    of passages, for teacher traces) and ``dev`` (the last quarter, for tuning)."""
+    if part == "eval":
+        return hash_part(drop_dev(), "eval", key=lambda e: e.context or "")
+    if part not in ("distill", "dev"):
+        raise ValueError(f"part must be 'distill', 'dev' or 'eval', not {part!r}")
+    half = hash_part(drop_dev(), "distill", key=lambda e: e.context or "")
+    passages = list(dict.fromkeys(e.context for e in half))
+    dev = set(passages[int(len(passages) * (1 - DROP_DEV_FRACTION)):])
+    return [e for e in half if (e.context in dev) == (part == "dev")]
 
 
 def json_qa(*parts: str) -> list[Example]:

@@ -1,0 +1,92 @@
+"""Few-shot prompts and tuning splits: demonstrations form one fixed prefix, never a scored question, each style
+renders what it says; dev splits never overlap the data traces or reports use."""
+
+from __future__ import annotations
+
+import pytest
+
+from divcon.demos import demo_questions, demos
+from divcon.pipeline import PipelineConfig
+from divcon.pipeline import prompts as P
+from divcon.tasks import TASKS, get_task
+
+
+def test_gsm8k_dev_is_train_tail_and_never_in_train():
+    g = get_task("gsm8k")
+    train, dev = g.examples("train"), g.examples("dev")
+    assert len(dev) == 7473 - 7000
+    assert dev[0].id == "gsm8k-train-7000" and dev[-1].id == "gsm8k-train-7472"
+    assert all(int(e.id.rsplit("-", 1)[1]) < 7000 for e in train)
+    assert not {e.question for e in train} & {e.question for e in dev}
+
+
+def test_drop_dev_distill_eval_split_by_passage_and_cover_the_file():
+    d = get_task("drop")
+    parts = {s: d.examples(s) for s in ("distill", "dev", "eval")}
+    passages = {s: {e.context for e in xs} for s, xs in parts.items()}
+    assert not passages["dev"] & passages["distill"]
+    assert not passages["dev"] & passages["eval"] and not passages["distill"] & passages["eval"]
+    assert len(parts["dev"]) >= 150
+    shown = sum((e.question, e.context) in demo_questions() for e in d.splits["all"]())
+    assert sum(len(xs) for xs in parts.values()) == len(d.splits["all"]()) - shown
+
+
+def test_no_demonstration_is_a_scored_question_of_any_split():
+    shown = demo_questions()
+    assert len(shown) == sum(len(demos(f)) for f in P.ANSWER_FORM)
+    hits = [(name, split) for name, task in TASKS.items() for split in task.splits
+            for e in task.examples(split) if (e.question, e.context) in shown]
+    assert hits == []
+
+
+def test_the_demonstrations_are_one_prefix_shared_by_every_question():
+    a = P.solve_messages("How many apples?", None, "math", ["How many red?", "How many in all?"], 4, "working")
+    b = P.solve_messages("How far?", None, "math", ["How fast?"], 4, "working")
+    assert len(a) == 1 + 2 * 4 + 1
+    assert a[:-1] == b[:-1] and a[-1] != b[-1]
+    d1 = P.decompose_messages("Q one?", None, "math", 4, shots=4)
+    d2 = P.decompose_messages("Q two?", None, "math", 4, shots=4)
+    assert d1[:-1] == d2[:-1]
+    # each demonstration's answer is what the parser reads back
+    assert P.parse_subquestions(d1[2]["content"]) == list(demos("math")[0]["subquestions"])
+
+
+@pytest.mark.parametrize("family", ["math", "reading", "openqa"])
+def test_demonstration_answers_end_with_the_final_line_the_extractor_reads(family):
+    task = {"math": "gsm8k", "reading": "drop", "openqa": "bamboogle"}[family]
+    for style in P.SOLVE_STYLES:
+        msgs = P.solve_messages("Q?", None, family, ["S?"], shots=len(demos(family)), style=style)
+        for d, m in zip(demos(family), msgs[2::2]):
+            assert m["role"] == "assistant"
+            t = get_task(task)
+            scored = t.evaluate(m["content"], [d["answer"]])
+            assert scored.answer_source == "marker" and scored.metrics[t.primary] == 1.0, (style, m["content"])
+            assert not m["content"].endswith("..")
+
+
+def test_styles_say_what_they_are():
+    working = P.solve_messages("Q?", None, "math", ["A?", "B?"], style="working")[-1]["content"]
+    short = P.solve_messages("Q?", None, "math", ["A?", "B?"], style="short")[-1]["content"]
+    plan = P.solve_messages("Q?", None, "math", ["A?", "B?"], style="plan")[-1]["content"]
+    assert P.WORKING["math"] in working and P.WORKING["math"] not in short
+    assert plan.startswith("Problem: Q?\n\nPlan:\n1. A?\n2. B?") and "step by step" in plan
+    # the zero-shot short style is the original prompt, word for word
+    assert short.endswith("Answer the subquestions in order, one by one. Then use those answers to answer the "
+                          "original question: Q?\nEnd with a final line of the form: The answer is <number>.")
+    demo = P.solve_messages("Q?", None, "math", ["A?"], shots=1, style="working")[2]["content"]
+    assert demo.splitlines()[0] == "1. How many clips did Natalia sell in May? She sold half as many as the 48 of " \
+                                   "April: 48 / 2 = 24 clips."
+
+
+def test_a_student_decomposer_is_served_its_bare_training_prompt():
+    bare = P.decompose_messages("Q?", None, "math", 4, shots=0)
+    assert [m["role"] for m in bare] == ["system", "user"]
+
+
+def test_prompt_settings_are_checked_and_fingerprinted():
+    with pytest.raises(ValueError, match="unknown solve_style"):
+        PipelineConfig(solve_style="poem")
+    with pytest.raises(ValueError, match="shots"):
+        PipelineConfig(shots=-1)
+    fp = P.fingerprint()
+    assert len(fp) == 12 and fp == P.fingerprint()
