@@ -18,7 +18,7 @@ CALLS: list[ChatRequest] = []
 
 
 class Scripted:
-    """Decomposer: seed 0 gives two subquestions, seed 1 says none are needed. Solver: always answers 72."""
+    """Decomposer: seed 0 gives two subquestions, seed 1 says none are needed. Solver: always answers 10."""
 
     def __init__(self, spec: ModelSpec):
         self.spec = str(spec)
@@ -30,7 +30,7 @@ class Scripted:
             if is_decompose_prompt(r):
                 text = "1. How many in April?\n2. How many in May?" if r.seed == 0 else "No decomposition needed."
             else:
-                text = "48 / 2 = 24, 48 + 24 = 72.\nThe answer is 72."
+                text = "12 / 60 = 0.2, 0.2 x 50 = 10.\nThe answer is 10."
             out.append(Generation(text, 10, 5, 0.01, self.spec))
         return out
 
@@ -51,11 +51,12 @@ def test_samples_are_seeded_scored_and_resumable(scripted, tmp_path):
     out = tmp_path / "traces"
     run_dir, summary = generate_traces("gsm8k", "train", scripted, samples=2, limit=2, out_dir=out)
     recs = read_records(run_dir)
-    assert [(r["id"], r["sample"]) for r in recs] == [("gsm8k-train-0", 0), ("gsm8k-train-0", 1),
-                                                      ("gsm8k-train-1", 0), ("gsm8k-train-1", 1)]
+    # train-0 is a few-shot demonstration, so never a trace: the first two are train-1 (gold 10) and train-4 (624)
+    assert [(r["id"], r["sample"]) for r in recs] == [("gsm8k-train-1", 0), ("gsm8k-train-1", 1),
+                                                      ("gsm8k-train-4", 0), ("gsm8k-train-4", 1)]
     assert recs[0]["subquestions"] == ["How many in April?", "How many in May?"]
     assert recs[1]["subquestions"] == [] and recs[1]["decomposer_output"] == "No decomposition needed."
-    assert recs[0]["golds"] == ["72"] and recs[0]["correct"] and not recs[2]["correct"]  # train-1's gold is 10
+    assert recs[0]["golds"] == ["10"] and recs[0]["correct"] and not recs[2]["correct"]
     assert summary == {"traces": 4, "questions": 2, "correct": 2, "accuracy": 0.5,
                        "questions_with_a_correct_trace": 1}
     config = json.loads((run_dir / "config.json").read_text())

@@ -44,7 +44,7 @@ def read_context(path: Optional[Path]) -> Optional[str]:
         fail(f"cannot read context file {path}: {e.strerror}")
 
 
-MODE_HELP = "direct | cot | two-stage | dynamic"
+MODE_HELP = "direct | cot | two-stage | dynamic | auto (ask the decomposer first whether to decompose)"
 @app.command()
 def solve(
     question: str = typer.Argument(..., help="The question to answer."),
@@ -64,7 +64,7 @@ def solve(
     """Answer one question and show subquestions, answer and cost."""
     from divcon.backends import load_backend
     from divcon.cost import price_of
-    from divcon.pipeline import Pipeline, PipelineConfig
+    from divcon.pipeline import STAGED_MODES, Pipeline, PipelineConfig
     from divcon.tasks.answers import extract_math, extract_text
     from divcon.tasks.base import Example
 
@@ -85,7 +85,7 @@ def solve(
         console.print("[bold]Subquestions[/bold]")
         for i, q in enumerate(res.subquestions, 1):
             console.print(f"  {i}. {q}")
-    elif mode in ("two-stage", "dynamic"):
+    elif mode in STAGED_MODES:
         console.print("[bold]Subquestions[/bold]: none (the decomposer saw no need)")
     console.print(f"[bold]Solution[/bold]\n{res.final_output.strip()}")
     console.print(f"[bold]Answer[/bold]: {answer if answer is not None else '(no answer found)'}")

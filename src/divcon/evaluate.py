@@ -12,7 +12,7 @@ from typing import Callable
 from divcon import __version__
 from divcon.backends import LoggedBackend, RequestRejected, load_backend
 from divcon.cost import Price, load_table, price_of
-from divcon.pipeline import Pipeline, PipelineConfig
+from divcon.pipeline import STAGED_MODES, Pipeline, PipelineConfig
 from divcon.pipeline.prompts import fingerprint as prompt_fingerprint
 from divcon.runner import StopWhen, run_in_flight
 from divcon.runs import RecordWriter, check_config, open_run, read_records, write_json
@@ -26,7 +26,7 @@ DISPLAY_KEYS = ("decomposer", "solver")  # specs as typed; the resume check comp
 
 def run_config(task: Task, split: str, limit: int | None, offset: int, shuffle_seed: int | None,
                decomposer: LoggedBackend | None, solver: LoggedBackend, pcfg: PipelineConfig) -> dict:
-    staged = pcfg.mode in ("two-stage", "dynamic")
+    staged = pcfg.mode in STAGED_MODES
     models = {"solver": solver.identity.key}
     if staged and decomposer is not None:
         models["decomposer"] = decomposer.identity.key
@@ -110,7 +110,7 @@ def evaluate(
     examples = task.examples(split, limit, offset, shuffle_seed)
     if not examples:
         raise ValueError(f"{task_name}/{split} with limit={limit} offset={offset} selects no examples")
-    staged = pcfg.mode in ("two-stage", "dynamic")
+    staged = pcfg.mode in STAGED_MODES
     solver_b = load_backend(solver)
     decomposer_b = load_backend(decomposer) if staged and decomposer and decomposer != solver else solver_b
     cfg = {**run_config(task, split, limit, offset, shuffle_seed, decomposer_b, solver_b, pcfg),

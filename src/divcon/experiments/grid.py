@@ -34,7 +34,7 @@ from typing import Any, Callable
 
 import yaml
 
-from divcon.pipeline import MODES, PipelineConfig
+from divcon.pipeline import MODES, STAGED_MODES, PipelineConfig
 from divcon.runner import StopWhen
 from divcon.runs import read_records, write_json
 
@@ -112,9 +112,9 @@ def short_name(spec: str | None) -> str:
 
 def derived_label(cfg: dict[str, Any]) -> str:
     """The label of a run that has none (not from a grid, or an unlabelled cell): 'D/S', 'D/S (dynamic)', 'S (cot)'."""
-    if cfg.get("mode") in ("two-stage", "dynamic"):
+    if cfg.get("mode") in STAGED_MODES:
         base = f"{short_name(cfg.get('decomposer'))}/{short_name(cfg['solver'])}"
-        return base if cfg["mode"] == "two-stage" else f"{base} (dynamic)"
+        return base if cfg["mode"] == "two-stage" else f"{base} ({cfg['mode']})"
     return f"{short_name(cfg['solver'])} ({cfg.get('mode')})"
 
 
@@ -170,7 +170,7 @@ def parse_grid(data: dict[str, Any]) -> Grid:
         if "solver" not in raw:
             raise GridError(f"cell {i + 1}: no solver")
         solver = models.get(str(raw["solver"]), str(raw["solver"]))
-        staged = mode in ("two-stage", "dynamic")
+        staged = mode in STAGED_MODES
         decomposer = models.get(str(raw["decomposer"]), str(raw["decomposer"])) if raw.get("decomposer") else None
         if staged and decomposer is None:
             decomposer = solver

@@ -1,6 +1,6 @@
-"""The three ways to answer a question, as strategy objects behind one interface: single-stage (direct / step by
-step), two-stage static (decompose, then solve in one generation), and dynamic (self-ask style: subquestion, answer,
-next subquestion ...). A routed strategy (decide per question whether to decompose) slots in the same way."""
+"""The ways to answer a question, as strategy objects behind one interface: single-stage (direct / step by step),
+two-stage static (decompose, then solve in one generation), dynamic (self-ask style: subquestion, answer, next
+subquestion ...), and routed (``auto``: ask first whether to decompose, then one of the first two)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ from divcon.pipeline import prompts as P
 from divcon.pipeline.result import PipelineResult
 from divcon.tasks.base import Example
 
-MODES = ("direct", "cot", "two-stage", "dynamic")
+MODES = ("direct", "cot", "two-stage", "dynamic", "auto")
+STAGED_MODES = ("two-stage", "dynamic", "auto")  # the modes with a decomposer
 
 
 @dataclass
@@ -21,9 +22,11 @@ class PipelineConfig:
     decompose_tokens: int = 192
     solve_tokens: int = 512
     direct_tokens: int = 48
+    route_tokens: int = 8  # auto: the one-word routing answer
     step_tokens: int = 128  # dynamic: one subquestion or one intermediate answer
     max_rounds: int = 4
-    temperature: float = 0.0  # decomposer sampling (teacher data with several samples); the solver stays greedy
+    temperature: float = 0.0  # sampling of the first generation (the decomposer's, or single-stage's) for teacher
+    # data with several samples; the two-stage solver stays greedy
     seed: int = 0
     shots: int = 0  # worked examples before the question in the solver's prompts (all of a family's: 4 math)
     decompose_shots: int = 0  # the same for the decomposer's; 0 for a trained student (it learned the format)
@@ -67,8 +70,9 @@ class SingleStage(Strategy):
 
     def run(self, ex: Example, family: str) -> PipelineResult:
         c = self.config
-        if c.mode == "cot":
-            req = self._req(P.solve_messages(ex.question, ex.context, family, None, c.shots), c.solve_tokens)
+        if c.mode in ("cot", "auto"):  # auto: the question was routed here
+            req = self._req(P.solve_messages(ex.question, ex.context, family, None, c.shots), c.solve_tokens,
+                            sample=True)
         else:
             req = self._req(P.direct_messages(ex.question, ex.context, family, c.shots), c.direct_tokens)
         gen = self._call(self.solver, req)
@@ -135,8 +139,26 @@ class Dynamic(Strategy):
         return r
 
 
+class Routed(Strategy):
+    """``auto``: the decomposer is first asked whether the question needs decomposing (a zero-training router);
+    "direct" sends it to the solver's step-by-step prompt, anything else to two-stage. The routing call is logged as
+    its own stage, so its cost is counted."""
+
+    def run(self, ex: Example, family: str) -> PipelineResult:
+        c = self.config
+        gen = self._call(self.decomposer, self._req(P.route_messages(ex.question, ex.context, family),
+                                                    c.route_tokens))
+        route = P.parse_route(gen.text)
+        r = (SingleStage if route == "direct" else TwoStage)(c, self.solver, self.decomposer).run(ex, family)
+        r.mode = "auto"
+        r.outputs = {"route": gen.text, **r.outputs}
+        r.record("route", gen)
+        r.usage.insert(0, r.usage.pop())  # route first, in the order the calls were made
+        return r
+
+
 STRATEGIES: dict[str, type[Strategy]] = {"direct": SingleStage, "cot": SingleStage, "two-stage": TwoStage,
-                                         "dynamic": Dynamic}
+                                         "dynamic": Dynamic, "auto": Routed}
 
 
 class Pipeline:

@@ -149,6 +149,26 @@ def direct_messages(question: str, context: str | None, family: str, shots: int 
                      f"{_problem(question, context)}\n\n{instruction}")
 
 
+ROUTES = ("direct", "decompose")
+
+
+def route_messages(question: str, context: str | None, family: str) -> list[dict]:
+    """``auto`` mode's first call: does this question need decomposing? One word back."""
+    return [
+        {"role": "system", "content": "You decide how a problem is best solved."},
+        {"role": "user", "content": (
+            f"{_problem(question, context)}\n\nShould this be broken into simpler subquestions before it is solved, "
+            "or is it simple enough to solve directly, step by step? Answer with one word: decompose or direct.")},
+    ]
+
+
+def parse_route(text: str) -> str:
+    """'direct' when the answer's first word says so; 'decompose' otherwise (an unclear answer takes the two-stage
+    route, the mode auto stands in for)."""
+    words = re.findall(r"[a-z]+", (text or "").lower())
+    return "direct" if words[:1] == ["direct"] else "decompose"
+
+
 def _history(pairs: list[tuple[str, str]]) -> str:
     if not pairs:
         return "No subquestions have been asked yet."
@@ -233,5 +253,6 @@ def fingerprint() -> str:
                              final_messages(q, c, family, pairs, shots=k)]
                 rendered += [solve_messages(q, c, family, subs, shots=k, style=style)
                              for style in SOLVE_STYLES for subs in (["S?"], None)]
+            rendered.append(route_messages(q, c, family))
     blob = json.dumps(rendered, sort_keys=True) + format_subquestions(["S?"]) + NO_DECOMPOSITION + DONE
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:12]

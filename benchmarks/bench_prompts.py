@@ -1,0 +1,151 @@
+"""Benchmark (not a test): the prompt ablation of a grid config, run round-robin and reported with paired intervals
+and records per failure mode.
+
+    python benchmarks/bench_prompts.py [--config configs/prompts_gsm8k.yaml] [--chunk 30] [--stop-after MIN]
+    python benchmarks/bench_prompts.py --report-only
+
+The cells of the grid (all on one task's dev split) are raised together in rounds of ``--chunk`` questions, so a run
+cut short by ``--stop-after`` leaves every cell at about the same n and the comparison already means something;
+re-running the same command resumes. The report is ``divcon report`` of the grid (each cell paired with the grid's
+``baseline`` on the same questions) plus, for every two-stage or dynamic cell, counts of its failure modes and a
+few of its records per mode, read from the run files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from divcon.evaluate import evaluate
+from divcon.experiments.grid import Cell, file_status, load_grid, write_grid_json
+from divcon.experiments.report import build_report
+from divcon.pipeline import STAGED_MODES
+from divcon.runner import StopWhen
+from divcon.runs import read_records
+from divcon.tasks import get_task
+
+EXAMPLES_PER_MODE = 2
+
+
+def run_round_robin(cells: list[Cell], out: Path, chunk: int, deadline: float | None) -> None:
+    """Raise every cell to the same level, ``chunk`` above the one with fewest records, until all are complete."""
+    def have(c: Cell) -> int:
+        return len(read_records(c.run_dir(out)))
+
+    pending = [c for c in cells if file_status(c, out).status not in ("done", "skipped")]
+    while pending:
+        level = min(have(c) for c in pending) + chunk
+        for c in list(pending):
+            if deadline is not None and time.monotonic() >= deadline:
+                return
+            quota = level - have(c)
+            if quota > 0:
+                _, s = evaluate(c.task, solver=c.solver, decomposer=c.decomposer, pcfg=c.pipeline_config(),
+                                split=c.split, limit=c.limit, shuffle_seed=c.shuffle_seed, out=c.run_dir(out),
+                                stop=StopWhen(deadline, max_new=quota))
+                primary = s["primary"]
+                print(f"{c.label}: n={s['n']} {primary}={s['metrics'][primary]:.3f} "
+                      f"{s['questions_per_hour'] or 0:.0f} q/h", flush=True)
+            if file_status(c, out).status == "done":
+                pending.remove(c)
+
+
+def failure_mode(rec: dict, primary: str, baseline_right: bool | None) -> str | None:
+    """One wrong record's failure mode, checked in this order; None for a right one."""
+    if rec["metrics"].get(primary, 0.0) >= 1.0:
+        return None
+    if rec.get("error"):
+        return "error"
+    if rec.get("truncated"):
+        return "cut off at the token limit"
+    if rec["answer_source"] != "marker":
+        return "no final-answer line"
+    if not rec["subquestions"]:
+        return "wrong without subquestions"
+    if baseline_right:
+        return "wrong where the baseline was right"
+    return "wrong where the baseline was wrong too"
+
+
+def _clip(text: str, n: int = 700) -> str:
+    text = (text or "").strip()
+    return text if len(text) <= n else text[:n] + " [...]"
+
+
+def failure_sections(cells: list[Cell], out: Path, baseline: str | None) -> list[str]:
+    base = next((c for c in cells if c.label == baseline), None)
+    base_right = {}
+    if base is not None:
+        primary = get_task(base.task).primary
+        base_right = {r["id"]: r["metrics"].get(primary, 0.0) >= 1.0 for r in read_records(base.run_dir(out))}
+    lines = ["## Failure modes", "",
+             "Wrong answers of each decomposing cell, each counted under the first of: error, cut off at the token "
+             "limit, no final-answer line, wrong without subquestions (the decomposer wrote none, so the solver "
+             "worked alone), wrong where the baseline was right, wrong where the baseline was wrong too. "
+             f"Then up to {EXAMPLES_PER_MODE} records per mode (the first in question order), clipped.", ""]
+    staged = [c for c in cells if c.mode in STAGED_MODES]
+    table = ["| cell | n | wrong | " + " | ".join(MODES) + " |", "|---|---|---|" + "---|" * len(MODES)]
+    examples: list[str] = []
+    for c in staged:
+        records = sorted(read_records(c.run_dir(out)), key=lambda r: int(r["id"].rsplit("-", 1)[1]))
+        if not records:
+            continue
+        primary = get_task(c.task).primary
+        by_mode: dict[str, list[dict]] = {m: [] for m in MODES}
+        for r in records:
+            mode = failure_mode(r, primary, base_right.get(r["id"]))
+            if mode:
+                by_mode[mode].append(r)
+        wrong = sum(len(v) for v in by_mode.values())
+        table.append(f"| {c.label} | {len(records)} | {wrong} | " + " | ".join(str(len(by_mode[m])) for m in MODES)
+                     + " |")
+        examples += [f"### {c.label}", ""]
+        for m in MODES:
+            for r in by_mode[m][:EXAMPLES_PER_MODE]:
+                subs = "; ".join(r["subquestions"]) or "(none)"
+                solved = r["outputs"].get("transcript") or r["final_output"]
+                examples += [f"**{m}** ({r['id']}, gold {', '.join(r['golds'])}, answered {r['answer']})", "",
+                             f"> {_clip(r['question'], 400)}", "", f"Subquestions: {subs}", "",
+                             "```", _clip(solved), "```", ""]
+    return lines + table + [""] + examples
+
+
+MODES = ("error", "cut off at the token limit", "no final-answer line", "wrong without subquestions",
+         "wrong where the baseline was right", "wrong where the baseline was wrong too")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--config", type=Path, default=Path("configs/prompts_gsm8k.yaml"))
+    ap.add_argument("--chunk", type=int, default=30, help="questions per cell per round")
+    ap.add_argument("--stop-after", type=float, default=None, help="minutes; then finish the questions in flight")
+    ap.add_argument("--report-only", action="store_true")
+    ap.add_argument("--report", type=Path, default=None, help="report folder (default: the grid dir's parent)")
+    args = ap.parse_args()
+
+    grid = load_grid(args.config)
+    out = grid.out or Path("runs/experiments") / args.config.stem
+    report_dir = args.report or out.parent
+    write_grid_json(out, grid, [file_status(c, out) for c in grid.cells], args.config)
+    if not args.report_only:
+        deadline = time.monotonic() + args.stop_after * 60 if args.stop_after is not None else None
+        run_round_robin(grid.cells, out, args.chunk, deadline)
+        write_grid_json(out, grid, [file_status(c, out) for c in grid.cells], args.config)
+    started = [c.run_dir(out) for c in grid.cells if (c.run_dir(out) / "config.json").exists()]
+    build_report(started, report_dir, grid.title or args.config.stem, grid.baseline)
+    md = report_dir / "report.md"
+    text = md.read_text(encoding="utf-8")
+    made_by = (f"Made by `python benchmarks/bench_prompts.py --config {args.config.as_posix()}` (resumable; "
+               "`--report-only` rewrites this report from the run files).")
+    head, _, rest = text.partition("\n\n")
+    md.write_text("\n\n".join([head, made_by, rest.rstrip("\n"), *failure_sections(grid.cells, out, grid.baseline)])
+                  + "\n", encoding="utf-8")
+    done = {c.label: file_status(c, out).done for c in grid.cells}
+    print(json.dumps(done), flush=True)
+    print(f"report: {md}")
+
+
+if __name__ == "__main__":
+    main()
