@@ -121,3 +121,61 @@ def test_rejects_bad_arguments(traces_dir, tmp_path):
 def test_accepts_a_records_file(traces_dir, tmp_path):
     counts = build_dataset(traces_dir / "records.jsonl", "sd-t", tmp_path / "f.jsonl")
     assert counts["kept"] == 6
+
+
+def routed(qid: str, sample: int, route: str, correct: bool, subs: list[str] | None = None) -> dict:
+    t = trace(qid, sample, subs or [], "The answer is 1.", correct, "1",
+              decomposer_output="" if route == "single" else None)
+    return {**t, "route": route}
+
+
+ROUTE_TRACES = [
+    # r1: both routes right -> the decomposition is the target; the single-stage traces are not needed
+    routed("r1", 0, "two-stage", True, ["What is a?", "What is b?"]),
+    routed("r1", 1, "two-stage", False, ["What is c?"]),
+    routed("r1", 2, "single", True),
+    routed("r1", 3, "single", True),
+    # r2: only single-stage right (once of twice) -> "No decomposition needed." once
+    routed("r2", 0, "two-stage", False, ["What is a?"]),
+    routed("r2", 1, "two-stage", False, ["What is b?"]),
+    routed("r2", 2, "single", True),
+    routed("r2", 3, "single", True),
+    # r3: neither route right -> dropped
+    routed("r3", 0, "two-stage", False, ["What is a?"]),
+    routed("r3", 1, "two-stage", False, ["What is a?"]),
+    routed("r3", 2, "single", False),
+    routed("r3", 3, "single", False),
+    # r4: two different right decompositions, single wrong -> both decompositions
+    routed("r4", 0, "two-stage", True, ["What is x?"]),
+    routed("r4", 1, "two-stage", True, ["What is y?", "What is z?"]),
+    routed("r4", 2, "single", False),
+    routed("r4", 3, "single", True),
+]
+
+
+def test_sd_route_targets_the_route_that_reached_gold(tmp_path: Path):
+    d = tmp_path / "routes"
+    d.mkdir()
+    (d / "records.jsonl").write_text("".join(json.dumps(t) + "\n" for t in ROUTE_TRACES), encoding="utf-8")
+    counts = build_dataset(d, "sd-route", tmp_path / "sd-route.jsonl")
+    got = [(r["id"], r["sample"], r["messages"][-1]["content"]) for r in rows(tmp_path / "sd-route.jsonl")]
+    assert got == [("r1", 0, "1. What is a?\n2. What is b?"), ("r2", 2, P.NO_DECOMPOSITION),
+                   ("r4", 0, "1. What is x?"), ("r4", 1, "1. What is y?\n2. What is z?")]
+    assert counts["kept"] == 4 and counts["kept_questions"] == 3 and counts["kept_no_decomposition"] == 1
+    assert counts["route_questions"] == {"decompose": 2, "direct": 1, "neither": 1}
+    # won: r1 and r4 singles (4); incorrect: r1 one, r2 two two-stage, r3 all four (7); duplicate: r2 sample 3
+    assert counts["dropped"] == {"decomposition_won": 4, "incorrect": 7, "duplicate": 1}
+    assert sum(counts["dropped"].values()) + counts["kept"] == counts["traces"] == 16
+    # the student is trained on the bare decomposer prompt it is later served
+    first = rows(tmp_path / "sd-route.jsonl")[0]["messages"]
+    assert first[:-1] == P.decompose_messages("Question r1?", None, "math", 4)
+
+
+def test_sd_route_needs_both_routes_and_other_variants_ignore_single_stage_traces(tmp_path: Path, traces_dir: Path):
+    with pytest.raises(ValueError, match="--routes"):
+        build_dataset(traces_dir, "sd-route", tmp_path / "x.jsonl")
+    d = tmp_path / "routes"
+    d.mkdir()
+    (d / "records.jsonl").write_text("".join(json.dumps(t) + "\n" for t in ROUTE_TRACES), encoding="utf-8")
+    counts = build_dataset(d, "sd-r", tmp_path / "sd-r.jsonl")
+    assert counts["traces"] == 8 and counts["kept"] == 3  # r1 sample 0, r4 samples 0 and 1

@@ -88,3 +88,19 @@ def test_correct_means_exact_for_drop():
     assert not is_correct(get_task("drop"), {"em": 0.0, "f1": 0.8})
     assert is_correct(get_task("gsm8k"), {"em": 1.0, "lenient": 1.0})
     assert not is_correct(get_task("bamboogle"), {"acc": 0.0, "lenient": 1.0})
+
+
+def test_routes_add_single_stage_samples_after_the_two_stage_ones(scripted, tmp_path):
+    run_dir, summary = generate_traces("gsm8k", "train", scripted, samples=2, limit=1, routes=True,
+                                       out_dir=tmp_path / "routes")
+    recs = read_records(run_dir)
+    assert [(r["sample"], r["route"]) for r in recs] == [(0, "two-stage"), (1, "two-stage"), (2, "single"),
+                                                         (3, "single")]
+    single = [r for r in recs if r["route"] == "single"]
+    assert all(r["subquestions"] == [] and r["decomposer_output"] == "" and r["correct"] for r in single)
+    solver_calls = [c for c in CALLS if not is_decompose_prompt(c)]
+    # the two two-stage solves are greedy; the step-by-step route samples like the decomposer does (temperature 0.7,
+    # seeds 0 and 1), since greedy samples would all be the same
+    assert sorted((c.seed, c.temperature) for c in solver_calls) == [(0, 0.0), (0, 0.0), (0, 0.7), (1, 0.7)]
+    assert json.loads((run_dir / "config.json").read_text())["routes"] is True
+    assert summary["traces"] == 4

@@ -9,6 +9,12 @@ exactly the prompt it later sees):
   to the lowest sample number.
 * ``se-t``: solver distillation: solve prompt with the trace's subquestions -> the teacher's full solution.
 * ``se-a``: the same with the final answer replaced by the gold answer.
+* ``sd-route``: a decomposer that also learns when not to decompose, from traces with both routes (``divcon distill
+  generate --routes``). Per question: every distinct decomposition with which the two-stage route reached gold is a
+  target; where only the single-stage route did, the target is "No decomposition needed." (once); where neither
+  did, the question is dropped. At inference "No decomposition needed." sends the question to the solver's
+  step-by-step prompt. Reasons: single-stage traces of a question the two-stage route solved are dropped as
+  ``decomposition_won``; wrong traces as ``incorrect``.
 
 Decomposer targets are re-rendered with :func:`format_subquestions` (not the raw output), so the student learns the
 clean numbered form the parser reads back. A decomposer output that says "No decomposition needed." is a legitimate
@@ -30,8 +36,13 @@ from divcon.pipeline import prompts as P
 from divcon.runs import read_records, write_json
 from divcon.tasks.answers import last_marker_end
 
-VARIANTS = ("sd-t", "sd-r", "se-t", "se-a")
-DROP_REASONS = ("error", "incorrect", "unparseable", "duplicate", "not_best")
+VARIANTS = ("sd-t", "sd-r", "se-t", "se-a", "sd-route")
+DROP_REASONS = ("error", "decomposition_won", "incorrect", "unparseable", "duplicate", "not_best")
+
+
+def route_of(rec: dict) -> str:
+    """A trace's route: "single" (solved step by step, no decomposer) or "two-stage" (traces from before routes)."""
+    return rec.get("route", "two-stage")
 
 
 def load_traces(traces: Path) -> list[dict]:
@@ -66,12 +77,23 @@ def _decomposer_target(rec: dict) -> str | None:
     return None
 
 
-def _example(rec: dict, variant: str) -> tuple[list[dict], str] | str:
-    """(prompt messages, target) for one trace, or the reason it is dropped (before de-duplication)."""
+def _example(rec: dict, variant: str, decomposition_won: set[str]) -> tuple[list[dict], str] | str:
+    """(prompt messages, target) for one trace, or the reason it is dropped (before de-duplication).
+    ``decomposition_won``: the questions some two-stage trace answered correctly (used by sd-route)."""
     if rec.get("error"):  # the teacher could not run it (e.g. a prompt over its context window)
         return "error"
-    if variant in ("sd-t", "sd-r"):
-        if variant == "sd-r" and not rec["correct"]:
+    if variant == "sd-route" and route_of(rec) == "single":
+        if rec["id"] in decomposition_won:
+            return "decomposition_won"
+        if not rec["correct"]:
+            return "incorrect"
+        return P.decompose_messages(rec["question"], rec["context"], rec["family"], rec["max_subquestions"]), \
+            P.NO_DECOMPOSITION
+    if variant in ("sd-t", "sd-r", "sd-route") and route_of(rec) == "single":
+        raise ValueError(f"{variant} is built from two-stage traces; {rec['id']} sample {rec['sample']} is a "
+                         "single-stage one (use sd-route for traces made with --routes)")
+    if variant in ("sd-t", "sd-r", "sd-route"):
+        if variant in ("sd-r", "sd-route") and not rec["correct"]:
             return "incorrect"
         target = _decomposer_target(rec)
         if target is None:
@@ -99,11 +121,16 @@ def build_dataset(traces_dir: Path, variant: str, out_file: Path, best_only: boo
     if best_only and variant != "sd-r":
         raise ValueError("best_only applies to sd-r only (choosing one of several correct decompositions)")
     records = sorted(load_traces(Path(traces_dir)), key=lambda r: (r["id"], r["sample"]))
+    if variant != "sd-route":  # the other variants are about the two-stage route only
+        records = [r for r in records if route_of(r) == "two-stage"]
+    elif not any(route_of(r) == "single" for r in records):
+        raise ValueError("sd-route needs traces with both routes: make them with `divcon distill generate --routes`")
+    won = {r["id"] for r in records if route_of(r) == "two-stage" and r["correct"] and not r.get("error")}
     dropped: Counter[str] = Counter()
     candidates: list[tuple[dict, list[dict], str]] = []
     seen: set[str] = set()
     for rec in records:
-        made = _example(rec, variant)
+        made = _example(rec, variant, won)
         if isinstance(made, str):
             dropped[made] += 1
             continue
@@ -135,6 +162,12 @@ def build_dataset(traces_dir: Path, variant: str, out_file: Path, best_only: boo
         "kept_questions": len({rec["id"] for rec, _, _ in candidates}),
         "kept_no_decomposition": sum(1 for _, _, t in candidates if variant.startswith("sd") and t == P.NO_DECOMPOSITION),
         "dropped": {r: dropped[r] for r in DROP_REASONS if dropped[r]},
+        # sd-route: questions whose target is a decomposition / "No decomposition needed." / none (neither route won)
+        **({"route_questions": {
+            "decompose": len({rec["id"] for rec, _, t in candidates if t != P.NO_DECOMPOSITION}),
+            "direct": len({rec["id"] for rec, _, t in candidates if t == P.NO_DECOMPOSITION}),
+            "neither": len({r["id"] for r in records}) - len({rec["id"] for rec, _, _ in candidates})}}
+           if variant == "sd-route" else {}),
         "out": str(out_file),
     }
     write_json(out_file.with_suffix(".counts.json"), counts)

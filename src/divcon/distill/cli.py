@@ -15,7 +15,7 @@ from divcon.console import (DECOMPOSE_SHOTS_HELP, SHOTS_HELP, STYLE_HELP, consol
 app = typer.Typer(help="Distill the decomposer (or solver): generate teacher traces, build training sets, train "
                        "LoRA students.", no_args_is_help=True, pretty_exceptions_show_locals=False)
 
-VARIANT_HELP = "sd-t | sd-r | se-t | se-a"
+VARIANT_HELP = "sd-t | sd-r | se-t | se-a | sd-route (traces made with --routes)"
 
 
 @app.command()
@@ -30,6 +30,8 @@ def generate(
     offset: int = typer.Option(0, min=0),
     out: Optional[Path] = typer.Option(None, help="Traces dir (default runs/traces/<derived name>)."),
     max_subquestions: int = typer.Option(4, min=1, max=16),
+    routes: bool = typer.Option(False, "--routes", help="Also solve each question single-stage, K times (what the "
+                                                        "sd-route training set needs)."),
     shots: Optional[int] = typer.Option(None, min=0, help=SHOTS_HELP),
     decompose_shots: Optional[int] = typer.Option(None, min=0, help=DECOMPOSE_SHOTS_HELP),
     solve_style: Optional[str] = typer.Option(None, help=STYLE_HELP),
@@ -49,7 +51,8 @@ def generate(
             on_progress = progress_callback(bar, bar_id, "correct", lambda rec: float(rec["correct"]))
             run_dir, summary = generate_traces(task, split, teacher, samples=samples, temperature=temperature,
                                                limit=limit, offset=offset, out_dir=out, on_progress=on_progress,
-                                               concurrency=concurrency, pipeline=pcfg)
+                                               concurrency=concurrency, pipeline=pcfg,
+                                               routes=routes)
     except (ValueError, RuntimeError, OSError) as e:
         fail(str(e))
     t = Table("traces", "questions", "correct", "accuracy", "questions with a correct trace")

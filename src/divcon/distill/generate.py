@@ -38,17 +38,18 @@ def is_correct(task: Task, metrics: dict[str, float]) -> bool:
     return metrics.get(key, 0.0) == 1.0
 
 
-def default_traces_dir(task: str, split: str, teacher: str, samples: int, limit: int | None,
+def default_traces_dir(task: str, split: str, teacher: str, samples: int, limit: int | None, routes: bool = False,
                        root: Path = Path("runs") / "traces") -> Path:
     short = teacher.replace("llamacpp:", "").replace("/", "_").replace(":", "-").replace(",", "_").strip("_")
-    return root / f"{task}_{split}_T-{short}_k{samples}_n{limit if limit is not None else 'all'}"
+    return root / (f"{task}_{split}_T-{short}_k{samples}_n{limit if limit is not None else 'all'}"
+                   + ("_routes" if routes else ""))
 
 
 def trace(pipe: Pipeline, task: Task, ex: Example, k: int) -> dict:
     """One teacher trace: sample ``k``'s decomposition of ``ex``, the teacher's solution, and its score."""
     c = pipe.config
-    rec = {"id": ex.id, "sample": k, "task": task.name, "family": task.family,
-           "max_subquestions": c.max_subquestions, "solve_style": c.solve_style, "question": ex.question, "context": ex.context, "golds": ex.golds}
+    rec = {"id": ex.id, "sample": k, "route": "single" if c.mode == "cot" else "two-stage", "task": task.name,
+           "family": task.family, "max_subquestions": c.max_subquestions, "solve_style": c.solve_style, "question": ex.question, "context": ex.context, "golds": ex.golds}
     try:
         res = pipe.run_one(ex, task.family)
     except RequestRejected as e:  # e.g. a passage over the context window: kept as an error, dropped by build
@@ -56,7 +57,7 @@ def trace(pipe: Pipeline, task: Task, ex: Example, k: int) -> dict:
                    **failed(task, ex.golds, e))
     else:
         scored = task.evaluate(res.final_output, ex.golds)
-        rec.update(subquestions=res.subquestions, decomposer_output=res.outputs["decompose"],
+        rec.update(subquestions=res.subquestions, decomposer_output=res.outputs.get("decompose", ""),
                    solution=res.outputs["solve"], answer=scored.answer, answer_source=scored.answer_source,
                    correct=is_correct(task, scored.metrics), metrics=scored.metrics, truncated=res.truncated,
                    usage=[asdict(u) for u in res.usage])
@@ -74,6 +75,7 @@ def generate_traces(
     out_dir: Path | None = None,
     on_progress: Callable[[int, int, dict | None], None] | None = None,
     pipeline: PipelineConfig | None = None,
+    routes: bool = False,
     concurrency: int | None = None,
     stop: StopWhen | None = None,
 ) -> tuple[Path, dict]:
@@ -81,7 +83,9 @@ def generate_traces(
 
     ``temperature`` defaults to 0 (greedy) for one sample and to 0.7 for several. ``on_progress(k, total, record)``
     is called once with the already-done count (record None), then once per new record. ``pipeline`` holds the
-    teacher's prompt settings (subquestions, shots, solve style); its mode, temperature and seed are set here. Up to
+    teacher's prompt settings (subquestions, shots, solve style); its mode, temperature and seed are set here. With
+    ``routes`` each question is also solved single-stage, step by step, ``samples`` times (samples K..2K-1, marked
+    ``route: single``), which the ``sd-route`` training set needs to tell where decomposing paid. Up to
     ``concurrency``
     (question, sample) pairs are in flight; ``stop`` ends the run early and cleanly.
     """
@@ -100,20 +104,23 @@ def generate_traces(
     base = pipeline or PipelineConfig()
     pipes = [Pipeline(replace(base, mode="two-stage", temperature=temperature, seed=k), solver=teacher)
              for k in range(samples)]
+    if routes:
+        pipes += [Pipeline(replace(base, mode="cot", temperature=temperature, seed=k), solver=teacher)
+                  for k in range(samples)]
     cfg = {"kind": "traces", "task": task.name, "split": split, "limit": limit, "offset": offset,
-           "teacher": teacher.spec, "models": {"teacher": teacher.identity.key}, "samples": samples,
+           "teacher": teacher.spec, "models": {"teacher": teacher.identity.key}, "samples": samples, "routes": routes,
            "temperature": temperature, "pipeline": asdict(pipes[0].config) | {"seed": None},
            "prompts": prompt_fingerprint(), "divcon_version": __version__}
-    run_dir = out_dir or default_traces_dir(task.name, split, teacher_spec, samples, limit)
+    run_dir = out_dir or default_traces_dir(task.name, split, teacher_spec, samples, limit, routes)
     check_config(run_dir, cfg, DISPLAY_KEYS)  # before anything is created: see divcon.evaluate.evaluate
-    total = len(examples) * samples
+    total = len(examples) * len(pipes)
     if len(read_records(run_dir)) < total:
         teacher.load()
     with open_run(run_dir, cfg, DISPLAY_KEYS):
         done = {(r["id"], r["sample"]) for r in read_records(run_dir, repair=True)}
         if on_progress:
             on_progress(len(done), total, None)
-        todo = [(ex, k) for ex in examples for k in range(samples) if (ex.id, k) not in done]
+        todo = [(ex, k) for ex in examples for k in range(len(pipes)) if (ex.id, k) not in done]
         with RecordWriter(run_dir) as writer:
             def write(rec: dict) -> None:
                 writer.write(rec)
