@@ -2,6 +2,7 @@
 and records per failure mode.
 
     python benchmarks/bench_prompts.py [--config configs/prompts_gsm8k.yaml] [--chunk 30] [--stop-after MIN]
+                                       [--only LABEL,LABEL]
     python benchmarks/bench_prompts.py --report-only
 
 The cells of the grid (all on one task's dev split) are raised together in rounds of ``--chunk`` questions, so a run
@@ -121,6 +122,7 @@ def main() -> None:
     ap.add_argument("--config", type=Path, default=Path("configs/prompts_gsm8k.yaml"))
     ap.add_argument("--chunk", type=int, default=30, help="questions per cell per round")
     ap.add_argument("--stop-after", type=float, default=None, help="minutes; then finish the questions in flight")
+    ap.add_argument("--only", default=None, help="comma-separated cell labels to run (the report shows every cell)")
     ap.add_argument("--report-only", action="store_true")
     ap.add_argument("--report", type=Path, default=None, help="report folder (default: the grid dir's parent)")
     args = ap.parse_args()
@@ -131,7 +133,14 @@ def main() -> None:
     write_grid_json(out, grid, [file_status(c, out) for c in grid.cells], args.config)
     if not args.report_only:
         deadline = time.monotonic() + args.stop_after * 60 if args.stop_after is not None else None
-        run_round_robin(grid.cells, out, args.chunk, deadline)
+        chosen = grid.cells
+        if args.only:
+            labels = [x.strip() for x in args.only.split(",")]
+            unknown = sorted(set(labels) - {c.label for c in grid.cells})
+            if unknown:
+                ap.error(f"no cell labelled {', '.join(unknown)}")
+            chosen = [c for c in grid.cells if c.label in labels]
+        run_round_robin(chosen, out, args.chunk, deadline)
         write_grid_json(out, grid, [file_status(c, out) for c in grid.cells], args.config)
     started = [c.run_dir(out) for c in grid.cells if (c.run_dir(out) / "config.json").exists()]
     build_report(started, report_dir, grid.title or args.config.stem, grid.baseline)

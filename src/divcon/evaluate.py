@@ -14,7 +14,7 @@ from divcon.backends import LoggedBackend, RequestRejected, load_backend
 from divcon.cost import Price, load_table, price_of
 from divcon.pipeline import STAGED_MODES, Pipeline, PipelineConfig
 from divcon.pipeline.prompts import fingerprint as prompt_fingerprint
-from divcon.runner import StopWhen, run_in_flight
+from divcon.runner import Scoring, StopWhen, run_in_flight
 from divcon.runs import RecordWriter, check_config, open_run, read_records, write_json
 from divcon.tasks import Example, Task, get_task
 
@@ -49,6 +49,18 @@ def default_run_name(cfg: dict) -> str:
     return "_".join(parts)
 
 
+class EvalRecord(Scoring, total=False):
+    """One evaluated question (a line of an eval run's records.jsonl): the scoring fields plus what the pipeline
+    did (:class:`divcon.pipeline.PipelineResult` as a dict)."""
+
+    question: str
+    has_context: bool
+    mode: str
+    subquestions: list[str]
+    outputs: dict[str, str]
+    final_output: str
+
+
 def failed(task: Task, golds: list[str], error: Exception) -> dict:
     """The scoring fields of an example that could not be run (eval record or teacher trace alike): 0 on every
     metric of the task, and the reason in one line."""
@@ -56,14 +68,14 @@ def failed(task: Task, golds: list[str], error: Exception) -> dict:
             "error": str(error).splitlines()[0] if str(error) else type(error).__name__}
 
 
-def error_record(task: Task, ex: Example, mode: str, error: Exception) -> dict:
+def error_record(task: Task, ex: Example, mode: str, error: Exception) -> EvalRecord:
     """The record of an example that could not be run: scored 0 on every metric, with the reason."""
-    return {"id": ex.id, "question": ex.question, "has_context": ex.context is not None, "golds": ex.golds,
-            "mode": mode, "subquestions": [], "outputs": {}, "final_output": "", "usage": [], "truncated": False,
-            **failed(task, ex.golds, error)}
+    return EvalRecord(id=ex.id, question=ex.question, has_context=ex.context is not None, golds=ex.golds, mode=mode,
+                      subquestions=[], outputs={}, final_output="", usage=[], truncated=False,
+                      **failed(task, ex.golds, error))
 
 
-def answer(pipe: Pipeline, task: Task, ex: Example) -> dict:
+def answer(pipe: Pipeline, task: Task, ex: Example) -> EvalRecord:
     """One example's record. A request the backend rejects (a prompt over the context window) fails only its own
     example: it becomes an error record, so one bad example can never stop, or forever block, a run."""
     try:
@@ -71,9 +83,9 @@ def answer(pipe: Pipeline, task: Task, ex: Example) -> dict:
     except RequestRejected as e:
         return error_record(task, ex, pipe.config.mode, e)
     scored = task.evaluate(res.final_output, ex.golds)
-    return {"id": ex.id, "question": ex.question, "has_context": ex.context is not None, "golds": ex.golds,
-            **res.to_dict(), "answer": scored.answer, "answer_source": scored.answer_source,
-            "metrics": scored.metrics}
+    return EvalRecord(id=ex.id, question=ex.question, has_context=ex.context is not None, golds=ex.golds,
+                      **res.to_dict(), answer=scored.answer, answer_source=scored.answer_source,
+                      metrics=scored.metrics)
 
 
 def default_concurrency(*backends: LoggedBackend) -> int:

@@ -15,9 +15,32 @@ import queue
 import threading
 import time
 from dataclasses import dataclass
-from typing import Callable, Iterable, TypeVar
+from typing import Callable, Iterable, TypedDict, TypeVar
 
 J = TypeVar("J")
+
+
+class Scoring(TypedDict, total=False):
+    """What every record of a run dir holds, whichever loop wrote it (an evaluation record, a teacher trace), so
+    reports, resume and the error counts read them alike. ``error`` is present only on a question that could not be
+    run (scored 0 on every metric)."""
+
+    id: str
+    golds: list[str]
+    answer: str | None
+    answer_source: str  # "marker" | "fallback" | "none" | "error"
+    metrics: dict[str, float]
+    usage: list[dict]  # divcon.pipeline.StageUsage as dicts, one per stage
+    truncated: bool
+    error: str
+
+
+class Stamped(Scoring, total=False):
+    """A record as written by :func:`run_in_flight`: stamped with when its work ran."""
+
+    started_at: float  # epoch seconds
+    finished_at: float
+    wall_seconds: float
 
 
 @dataclass(frozen=True)
@@ -50,8 +73,8 @@ class RunOutcome:
     stopped: bool  # jobs were left undone because of the stop condition
 
 
-def run_in_flight(jobs: Iterable[J], work: Callable[[J], dict], write: Callable[[dict], None], concurrency: int = 1,
-                  stop: StopWhen | None = None) -> RunOutcome:
+def run_in_flight(jobs: Iterable[J], work: Callable[[J], Scoring], write: Callable[[Stamped], None],
+                  concurrency: int = 1, stop: StopWhen | None = None) -> RunOutcome:
     """Run ``work(job)`` for every job with up to ``concurrency`` at once, in job order of starting, and ``write``
     each result in this thread as it completes, stamped with ``started_at`` and ``finished_at`` (epoch seconds) and
     ``wall_seconds``, from which a summary computes the time the run was busy.
@@ -62,7 +85,7 @@ def run_in_flight(jobs: Iterable[J], work: Callable[[J], dict], write: Callable[
     if concurrency < 1:
         raise ValueError(f"concurrency must be at least 1, not {concurrency}")
     stop = stop or StopWhen()
-    done: queue.Queue[tuple[dict | None, BaseException | None]] = queue.Queue()
+    done: queue.Queue[tuple[Stamped | None, BaseException | None]] = queue.Queue()
     pending = iter(jobs)
     in_flight = started = written = 0
     error: BaseException | None = None
@@ -74,7 +97,7 @@ def run_in_flight(jobs: Iterable[J], work: Callable[[J], dict], write: Callable[
                 t0 = time.time()
                 record = work(job)
                 t1 = time.time()
-                done.put(({**record, "wall_seconds": t1 - t0, "started_at": t0, "finished_at": t1}, None))
+                done.put((Stamped(**record, wall_seconds=t1 - t0, started_at=t0, finished_at=t1), None))
             except BaseException as e:  # handed to the caller's thread, which decides
                 done.put((None, e))
 

@@ -19,7 +19,7 @@ from divcon.backends import RequestRejected, load_backend
 from divcon.evaluate import default_concurrency, failed
 from divcon.pipeline import Pipeline, PipelineConfig
 from divcon.pipeline.prompts import fingerprint as prompt_fingerprint
-from divcon.runner import StopWhen, run_in_flight
+from divcon.runner import Scoring, StopWhen, run_in_flight
 from divcon.runs import RecordWriter, check_config, open_run, read_records
 from divcon.tasks import Example, Task, get_task
 
@@ -45,11 +45,30 @@ def default_traces_dir(task: str, split: str, teacher: str, samples: int, limit:
                    + ("_routes" if routes else ""))
 
 
-def trace(pipe: Pipeline, task: Task, ex: Example, k: int) -> dict:
+class TraceRecord(Scoring, total=False):
+    """One teacher trace (a line of a traces dir's records.jsonl): sample ``sample`` of question ``id`` by one
+    route, with what the distillation sets are built from."""
+
+    sample: int
+    route: str  # "two-stage" | "single"
+    task: str
+    family: str
+    max_subquestions: int
+    solve_style: str
+    question: str
+    context: str | None
+    subquestions: list[str]
+    decomposer_output: str
+    solution: str
+    correct: bool
+
+
+def trace(pipe: Pipeline, task: Task, ex: Example, k: int) -> TraceRecord:
     """One teacher trace: sample ``k``'s decomposition of ``ex``, the teacher's solution, and its score."""
     c = pipe.config
-    rec = {"id": ex.id, "sample": k, "route": "single" if c.mode == "cot" else "two-stage", "task": task.name,
-           "family": task.family, "max_subquestions": c.max_subquestions, "solve_style": c.solve_style, "question": ex.question, "context": ex.context, "golds": ex.golds}
+    rec = TraceRecord(id=ex.id, sample=k, route="single" if c.mode == "cot" else "two-stage", task=task.name,
+                      family=task.family, max_subquestions=c.max_subquestions, solve_style=c.solve_style,
+                      question=ex.question, context=ex.context, golds=ex.golds)
     try:
         res = pipe.run_one(ex, task.family)
     except RequestRejected as e:  # e.g. a passage over the context window: kept as an error, dropped by build
