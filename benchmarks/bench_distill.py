@@ -1,20 +1,23 @@
 """Benchmark (not a test): distil decomposers and solvers from the embedded teacher, then compare them.
 
-    python benchmarks/bench_distill.py [--task gsm8k] [--train-n 300] [--test-n 200] [--out reports/bench_distill]
+    python benchmarks/bench_distill.py [--task gsm8k] [--train-n 600] [--test-n 300] [--samples 2]
+                                       [--out reports/bench_distill] [--stop-after MIN]
 
 GSM8K trains on its train split and evaluates on test; DROP and Bamboogle have no train split, so they train on the
 ``distill`` half and evaluate on the disjoint ``eval`` half (see divcon.tasks.datasets). ``--test-n 0`` only makes
 the students (for the experiment grids in configs/).
 
 Steps, each skipped when its output already exists, so the benchmark resumes across sessions (commit the --out dir):
-1. teacher traces on GSM8K train (decompose + solve with the teacher, scored against gold);
-2. SD-T / SD-R / SE-T / SE-A training sets;
+1. teacher traces on the training split, K samples per question by both routes (decompose + solve, and
+   step-by-step single-stage), scored against gold;
+2. SD-T / SD-R / SD-route / SE-T / SE-A training sets;
 3. LoRA fine-tuning of the student on each (adapters are small and kept in --out), exported to a llama.cpp LoRA
    GGUF so the students decode with llama.cpp;
-4. evaluation on a fixed GSM8K test subset: T/T, untrained-S/T, SD-T/T, SD-R/T, T/SE-T, T/SE-A, round-robin in
-   chunks of ``--chunk`` questions so that a run cut short leaves every row at about the same n;
-5. a report (markdown + JSON) generated from the run files only. Rows are compared on the questions that every
-   row has finished (paired), with a 95% bootstrap interval.
+4. evaluation on a fixed subset of the evaluation split: T single-stage, T/T, untrained-S/T, SD-T/T, SD-R/T,
+   SD-route/T, T/SE-T, T/SE-A, as grid cells run round-robin in chunks of ``--chunk`` questions so that a run cut
+   short leaves every row at about the same n;
+5. a report (markdown + JSON) generated from the run files only, every row paired with T/T on the same questions
+   with a 95% bootstrap interval.
 ``--stop-after`` (minutes) ends the run cleanly between examples so a session can commit what it has.
 """
 
@@ -22,60 +25,78 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from pathlib import Path
 
 from tqdm import tqdm
 
-from divcon.distill.build import build_dataset
+from divcon.distill.build import build_dataset, route_of
 from divcon.distill.export import export_lora_gguf
-from divcon.distill.generate import generate_traces
+from divcon.distill.generate import SAMPLED_TEMPERATURE, generate_traces
 from divcon.distill.train import TrainConfig, train
-from divcon.evaluate import evaluate, summarize
-from divcon.experiments.report import NO_SUBQUESTIONS_NOTE
-from divcon.experiments.stats import bootstrap_ci
-from divcon.pipeline import PipelineConfig
+from divcon.experiments.grid import Cell, Grid, file_status, run_round_robin, write_grid_json
+from divcon.experiments.report import build_report
 from divcon.runner import StopWhen
-from divcon.runs import read_records
+from divcon.runs import read_records, write_json
 from divcon.tasks import get_task
 
-VARIANTS = ("sd-t", "sd-r", "se-t", "se-a")
-
-
+VARIANTS = ("sd-t", "sd-r", "sd-route", "se-t", "se-a")
 TRAIN_SPLIT = {"gsm8k": "train", "drop": "distill", "bamboogle": "distill"}
+BASELINE = "T/T"
 
 
-def cells(teacher: str, student: str, students: Path) -> list[tuple[str, str, str]]:
-    """(label, decomposer, solver) in the order of the paper's Table 1 rows that this benchmark covers. Students
-    run on llama.cpp: their LoRA exported to GGUF on the same base the untrained row uses (same weights the
-    adapter was trained against, several times faster than transformers on CPU)."""
+def cells(task: str, teacher: str, student: str, students: Path, test_n: int) -> list[Cell]:
+    """The rows of the paper's Table 1 that this benchmark covers, plus single-stage T and the router student, as
+    grid cells. Students run on llama.cpp (their LoRA exported to GGUF on the base the untrained row uses) and are
+    served the bare prompt they were trained on: no demonstrations in a student's own stage (decompose_shots=0 for
+    a decomposer, shots=0 for a solver); the teacher's stages keep the tuned defaults."""
     lora = {v: f"{student},lora={students / v / 'lora.gguf'}" for v in VARIANTS}
-    return [("T/T", teacher, teacher), ("S/T (untrained)", student, teacher), ("SD-T/T", lora["sd-t"], teacher),
-            ("SD-R/T", lora["sd-r"], teacher), ("T/SE-T", teacher, lora["se-t"]), ("T/SE-A", teacher, lora["se-a"])]
+    bare_decomposer, bare_solver = {"decompose_shots": 0}, {"shots": 0}
+
+    def cell(label: str, mode: str, dec: str | None, sol: str, pipeline: dict, variant: str | None = None) -> Cell:
+        requires = (str(students / variant / "lora.gguf"),) if variant else ()
+        return Cell(task=task, split=None, limit=test_n, shuffle_seed=None, mode=mode, decomposer=dec, solver=sol,
+                    label=label, requires=requires, pipeline=pipeline)
+
+    return [cell("T (single)", "cot", None, teacher, {}),
+            cell(BASELINE, "two-stage", teacher, teacher, {}),
+            cell("S/T (untrained)", "two-stage", student, teacher, bare_decomposer),
+            cell("SD-T/T", "two-stage", lora["sd-t"], teacher, bare_decomposer, "sd-t"),
+            cell("SD-R/T", "two-stage", lora["sd-r"], teacher, bare_decomposer, "sd-r"),
+            cell("SD-route/T", "two-stage", lora["sd-route"], teacher, bare_decomposer, "sd-route"),
+            cell("T/SE-T", "two-stage", teacher, lora["se-t"], bare_solver, "se-t"),
+            cell("T/SE-A", "two-stage", teacher, lora["se-a"], bare_solver, "se-a")]
 
 
-def run_dir_of(out: Path, label: str) -> Path:
-    return out / "runs" / label.split(" ")[0].replace("/", "_")
-
-
-def report(out: Path, args: argparse.Namespace, teacher: str, student: str) -> str:
-    task = get_task(args.task)
+def command(args: argparse.Namespace) -> str:
     variants = "" if args.variants == ",".join(VARIANTS) else f" --variants {args.variants}"
+    return (f"python benchmarks/bench_distill.py --task {args.task} --train-n {args.train_n} --test-n {args.test_n} "
+            f"--samples {args.samples}{variants}")
+
+
+def report(out: Path, args: argparse.Namespace, teacher: str, student: str, grid: list[Cell]) -> str:
+    """report.md: how the students were made (traces, training sets, training), then the evaluation table from
+    :func:`divcon.experiments.report.build_report` (every row paired with T/T on the same questions)."""
+    task = get_task(args.task)
     traces = read_records(out / "traces")
+    by_route = {r: [t for t in traces if route_of(t) == r] for r in ("two-stage", "single")}
     lines = [f"# Distillation benchmark: {task.name}", "",
-             f"Generated by `python benchmarks/bench_distill.py --task {task.name} --train-n {args.train_n} "
-             f"--test-n {args.test_n}{variants}` from the run files under this folder.", "",
-             f"Teacher T = `{teacher}`, student S = `{student}` (LoRA). Traces: {task.name} "
-             f"{TRAIN_SPLIT[task.name]}, first {args.train_n} questions, {args.samples} greedy sample(s); the "
-             f"teacher's solution reached the gold answer in {sum(r['correct'] for r in traces)} of {len(traces)}."
-             + (f" Evaluation: {task.name} {task.default_split}, first {args.test_n} questions." if args.test_n else
-                " No evaluation here (`--test-n 0`): these students are evaluated by configs/table1.yaml."), ""]
+             f"Generated by `{command(args)}` from the run files under this folder (`--report-only` rewrites it).", "",
+             f"Teacher T = `{teacher}`, student S = `{student}` (LoRA). Prompts: the tuned defaults of "
+             "`divcon.pipeline.PipelineConfig` (see README, Prompts) for the teacher; each student is served the "
+             f"bare prompt it was trained on. Traces: {task.name} {TRAIN_SPLIT[task.name]}, first {args.train_n} "
+             f"questions, {args.samples} sample(s) per route (decomposer / step-by-step solver at temperature "
+             f"{SAMPLED_TEMPERATURE if args.samples > 1 else 0.0})."
+             + (" The teacher reached the gold answer in "
+                + "; ".join(f"{sum(t['correct'] for t in ts)} of {len(ts)} {r} traces"
+                            for r, ts in by_route.items() if ts) + "." if traces else ""), ""]
     counts = {v: json.loads((out / "data" / f"{v}.counts.json").read_text())
               for v in VARIANTS if (out / "data" / f"{v}.counts.json").exists()}
     if counts:
-        lines += ["## Training sets", "", "| variant | traces | kept | dropped |", "|---|---|---|---|"]
+        lines += ["## Training sets", "", "| variant | traces | kept | kept: No decomposition needed | dropped |",
+                  "|---|---|---|---|---|"]
         for v, c in counts.items():
-            lines.append(f"| {v} | {c['traces']} | {c['kept']} | {json.dumps(c['dropped'])} |")
+            lines.append(f"| {v} | {c['traces']} | {c['kept']} | {c['kept_no_decomposition']} | "
+                         f"{json.dumps(c['dropped'])} |")
         lines.append("")
     trained = {v: json.loads((out / "students" / v / "divcon_train.json").read_text())
                for v in VARIANTS if (out / "students" / v / "divcon_train.json").exists()}
@@ -87,85 +108,26 @@ def report(out: Path, args: argparse.Namespace, teacher: str, student: str) -> s
                          f"{t.get('final_loss', float('nan')):.3f} | {t['peak_rss_mb']:.0f} |")
         lines += ["", "Peak RSS is the high-water mark of the process that trained, which includes the teacher "
                   "model when the traces were generated earlier in the same run.", ""]
-    if not args.test_n:
-        return _write_report(out, lines, {"counts": counts, "students": trained})
-    runs = {label: read_records(run_dir_of(out, label)) for label, _, _ in cells(teacher, student, out / "students")}
-    started = [recs for recs in runs.values() if recs]
-    common = set.intersection(*({r["id"] for r in recs} for recs in started)) if started else set()
-    metric = task.primary
-    lines += [f"## {task.name} {task.default_split}", "",
-              f"Every row is scored on the same {len(common)} questions (those finished by every row started so far; "
-              "rows not started are listed as such).", "",
-              f"| decomposer / solver | n | {metric} | 95% CI | minus T/T, paired [95% CI] | other metrics | "
-              "teacher tokens in | teacher tokens out | teacher $ per 1k questions | s/question | "
-              "subquestions / question (none) |",
-              "|---|---|---|---|---|---|---|---|---|---|---|"]
-    results = {}
-    # per-question scores of the reference row, to compare every row with it on the same questions (paired)
-    ref = {r["id"]: r["metrics"][metric] for r in runs.get("T/T", []) if r["id"] in common}
-    for label, recs in runs.items():
-        if not recs:
-            lines.append(f"| {label} | 0 | not run yet | | | | | | | | |")
-            continue
-        recs = [r for r in recs if r["id"] in common]
-        s = summarize(recs, json.loads((run_dir_of(out, label) / "config.json").read_text()), big=teacher)
-        lo, hi = bootstrap_ci([r["metrics"][metric] for r in recs])
-        diffs = [r["metrics"][metric] - ref[r["id"]] for r in recs if r["id"] in ref]
-        paired = "-"
-        if label != "T/T" and diffs:
-            mean, (d_lo, d_hi) = sum(diffs) / len(diffs), bootstrap_ci(diffs)
-            s["minus_teacher_pipeline"] = {"mean": mean, "ci95": [d_lo, d_hi], "n": len(diffs)}
-            paired = f"{mean:+.3f} [{d_lo:+.3f}, {d_hi:+.3f}]"
-        others = ", ".join(f"{k} {v:.3f}" for k, v in s["metrics"].items() if k != metric)
-        t = s["by_model"].get(teacher, {"tokens_in": 0, "tokens_out": 0, "dollars": 0.0})
-        results[label] = s
-        lines.append(f"| {label} | {s['n']} | {s['metrics'][metric]:.3f} | [{lo:.3f}, {hi:.3f}] | {paired} | "
-                     f"{others} | {t['tokens_in']} | {t['tokens_out']} | {1000 * t['dollars'] / s['n']:.4f} | "
-                     f"{s['model_seconds'] / max(s['n'], 1):.1f} | "
-                     f"{s['mean_subquestions']:.2f} ({s['no_subquestions']}) |")
-    lines += ["", "Teacher $ prices the 1.5B teacher as in the paper (reference API price x params / 175B); "
-              "the student's own tokens are in report.json. `lenient` (math only) is the paper's scoring, where any "
-              "number in the output equal to gold counts; it is shown as an extra, never as the metric. "
-              "The paired column is the mean per-question difference from T/T with a bootstrap interval over "
-              "questions; an interval that excludes 0 is a difference these n can tell. "
-              f"(none): questions whose decomposition gave the solver no subquestions. {NO_SUBQUESTIONS_NOTE}"]
-    return _write_report(out, lines, {"counts": counts, "students": trained, "runs": results})
-
-
-def _write_report(out: Path, lines: list[str], data: dict) -> str:
-    text = "\n".join(lines) + "\n"
-    (out / "report.md").write_text(text)
-    (out / "report.json").write_text(json.dumps(data, indent=2))
+    data: dict = {"command": command(args), "counts": counts, "students": trained}
+    started = [c.run_dir(out / "runs") for c in grid if (c.run_dir(out / "runs") / "config.json").exists()]
+    if args.test_n and started:
+        evaluation = build_report(started, out, f"{task.name}: teachers, students and routes", BASELINE)
+        data["evaluation"] = evaluation
+        lines += ["## Evaluation", "", "From `report.html` / the evaluation part of report.json, made from the run "
+                  "dirs under runs/ by divcon's report (so every number is recomputed from the records).", ""]
+        table = (out / "report.md").read_text(encoding="utf-8").split("\n", 1)[1]  # without its title line
+        lines.append(table.replace("\n## ", "\n### "))
+    elif not args.test_n:
+        lines.append("No evaluation here (`--test-n 0`): these students are evaluated by configs/table1.yaml.")
+    text = "\n".join(lines).rstrip("\n") + "\n"
+    (out / "report.md").write_text(text, encoding="utf-8")
+    write_json(out / "report.json", data)
     return text
 
 
-def evaluate_round_robin(task: str, rows: list[tuple[str, str, str]], out: Path, test_n: int, chunk: int,
-                         deadline: float | None) -> None:
-    """Evaluate the rows in rounds until all have ``test_n`` questions. Each round raises every row to the same
-    level, ``chunk`` above the row that has fewest (a row already there waits), so a run cut short leaves the rows
-    at about the same n even when they started unequal (say one row filled from an earlier benchmark's cache).
-    Each run resumes from its records (the loaded models stay cached in the llama.cpp backend), so stopping
-    anywhere loses at most the questions in flight."""
-    def have(label: str) -> int:
-        return len(read_records(run_dir_of(out, label)))
-
-    pending = list(rows)
-    while pending:
-        level = min(have(label) for label, _, _ in pending) + chunk
-        for row in list(pending):
-            if deadline is not None and time.monotonic() >= deadline:
-                return
-            label, dec, sol = row
-            quota = level - have(label)
-            if quota <= 0:
-                continue
-            _, s = evaluate(task, solver=sol, decomposer=dec, pcfg=PipelineConfig(mode="two-stage"), limit=test_n,
-                            out=run_dir_of(out, label), stop=StopWhen(deadline, max_new=quota))
-            if s["n"] >= test_n:
-                print(f"{label}: done, n={s['n']} {s['metrics']}", flush=True)
-                pending.remove(row)
-            else:
-                print(f"{label}: {s['n']}/{test_n}", flush=True)
+def print_chunk(cell: Cell, s: dict) -> None:
+    primary = s["primary"]
+    print(f"{cell.label}: n={s['n']} {primary}={s['metrics'][primary]:.3f}", flush=True)
 
 
 def main() -> None:
@@ -173,9 +135,9 @@ def main() -> None:
     ap.add_argument("--task", default="gsm8k", choices=sorted(TRAIN_SPLIT))
     ap.add_argument("--teacher", default="llamacpp:qwen2.5-1.5b")
     ap.add_argument("--student", default="smollm2-135m")
-    ap.add_argument("--train-n", type=int, default=300)
-    ap.add_argument("--test-n", type=int, default=200)
-    ap.add_argument("--samples", type=int, default=1)
+    ap.add_argument("--train-n", type=int, default=600)
+    ap.add_argument("--test-n", type=int, default=300)
+    ap.add_argument("--samples", type=int, default=2, help="samples per question and route (K, for SD-R screening)")
     ap.add_argument("--epochs", type=float, default=2.0)
     ap.add_argument("--variants", default=",".join(VARIANTS), help="students to make (comma-separated)")
     ap.add_argument("--chunk", type=int, default=20, help="questions per row per round of the evaluation")
@@ -189,13 +151,14 @@ def main() -> None:
     if set(variants) - set(VARIANTS):
         ap.error(f"unknown variant(s) {sorted(set(variants) - set(VARIANTS))}; choose from {', '.join(VARIANTS)}")
     if args.test_n and set(variants) != set(VARIANTS):
-        ap.error("the evaluation needs all four students; use --test-n 0 with --variants")
+        ap.error("the evaluation needs every student; use --test-n 0 with --variants")
     out = args.out or Path("reports/bench_distill" + ("" if args.task == "gsm8k" else f"_{args.task}"))
     teacher, student = args.teacher, f"llamacpp:{args.student}"
     # a question with a passage (DROP) needs room for it, or the target would be truncated away
     max_len = {"sd": 1024, "se": 1280} if get_task(args.task).family == "reading" else {"sd": 256, "se": 448}
+    grid = cells(args.task, teacher, student, out / "students", args.test_n)
     if args.report_only:
-        print(report(out, args, teacher, student))
+        print(report(out, args, teacher, student, grid))
         return
     stop = StopWhen.after_minutes(args.stop_after)
     with tqdm(desc="teacher traces", unit="trace") as bar:
@@ -204,7 +167,8 @@ def main() -> None:
             bar.update(k)
 
         traces, _ = generate_traces(args.task, TRAIN_SPLIT[args.task], teacher, samples=args.samples,
-                                    limit=args.train_n, out_dir=out / "traces", on_progress=trace_progress, stop=stop)
+                                    limit=args.train_n, routes="sd-route" in variants, out_dir=out / "traces",
+                                    on_progress=trace_progress, stop=stop)
     if not stop.out_of_time():  # the traces are complete: a time box reached in there leaves them partial
         for v in variants:
             if not (out / "data" / f"{v}.jsonl").exists():
@@ -218,11 +182,13 @@ def main() -> None:
             if not (out / "students" / v / "lora.gguf").exists():
                 export_lora_gguf(out / "students" / v)
         if args.test_n and not stop.out_of_time():
-            evaluate_round_robin(args.task, cells(teacher, student, out / "students"), out, args.test_n, args.chunk,
-                                 stop.deadline)
+            runs = out / "runs"
+            write_grid_json(runs, Grid(grid, baseline=BASELINE), [file_status(c, runs) for c in grid], None)
+            run_round_robin(grid, runs, args.chunk, stop.deadline, on_chunk=print_chunk)
+            write_grid_json(runs, Grid(grid, baseline=BASELINE), [file_status(c, runs) for c in grid], None)
     if stop.out_of_time():
         print("stopped at the time limit; re-run the same command to continue", flush=True)
-    print(report(out, args, teacher, student))
+    print(report(out, args, teacher, student, grid))
 
 
 if __name__ == "__main__":

@@ -19,38 +19,19 @@ import json
 import time
 from pathlib import Path
 
-from divcon.evaluate import evaluate
-from divcon.experiments.grid import Cell, file_status, load_grid, write_grid_json
+from divcon.experiments.grid import Cell, file_status, load_grid, run_round_robin, write_grid_json
 from divcon.experiments.report import build_report
 from divcon.pipeline import STAGED_MODES
-from divcon.runner import StopWhen
 from divcon.runs import read_records
 from divcon.tasks import get_task
 
 EXAMPLES_PER_MODE = 2
 
 
-def run_round_robin(cells: list[Cell], out: Path, chunk: int, deadline: float | None) -> None:
-    """Raise every cell to the same level, ``chunk`` above the one with fewest records, until all are complete."""
-    def have(c: Cell) -> int:
-        return len(read_records(c.run_dir(out)))
-
-    pending = [c for c in cells if file_status(c, out).status not in ("done", "skipped")]
-    while pending:
-        level = min(have(c) for c in pending) + chunk
-        for c in list(pending):
-            if deadline is not None and time.monotonic() >= deadline:
-                return
-            quota = level - have(c)
-            if quota > 0:
-                _, s = evaluate(c.task, solver=c.solver, decomposer=c.decomposer, pcfg=c.pipeline_config(),
-                                split=c.split, limit=c.limit, shuffle_seed=c.shuffle_seed, out=c.run_dir(out),
-                                stop=StopWhen(deadline, max_new=quota))
-                primary = s["primary"]
-                print(f"{c.label}: n={s['n']} {primary}={s['metrics'][primary]:.3f} "
-                      f"{s['questions_per_hour'] or 0:.0f} q/h", flush=True)
-            if file_status(c, out).status == "done":
-                pending.remove(c)
+def print_chunk(cell: Cell, s: dict) -> None:
+    primary = s["primary"]
+    print(f"{cell.label}: n={s['n']} {primary}={s['metrics'][primary]:.3f} {s['questions_per_hour'] or 0:.0f} q/h",
+          flush=True)
 
 
 def failure_mode(rec: dict, primary: str, baseline_right: bool | None) -> str | None:
@@ -140,7 +121,7 @@ def main() -> None:
             if unknown:
                 ap.error(f"no cell labelled {', '.join(unknown)}")
             chosen = [c for c in grid.cells if c.label in labels]
-        run_round_robin(chosen, out, args.chunk, deadline)
+        run_round_robin(chosen, out, args.chunk, deadline, on_chunk=print_chunk)
         write_grid_json(out, grid, [file_status(c, out) for c in grid.cells], args.config)
     started = [c.run_dir(out) for c in grid.cells if (c.run_dir(out) / "config.json").exists()]
     build_report(started, report_dir, grid.title or args.config.stem, grid.baseline)

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -318,3 +319,32 @@ def run_grid(grid: Grid, out: Path, statuses: list[CellStatus], config_path: Pat
                                      f"{type(e).__name__}: {e}")
         write_grid_json(out, grid, statuses, config_path)
     return statuses
+
+
+def run_round_robin(cells: list[Cell], out: Path, chunk: int, deadline: float | None,
+                    concurrency: int | None = None, on_chunk: Callable[[Cell, dict], None] | None = None) -> None:
+    """Evaluate ``cells`` in rounds until all are complete: each round raises every cell to the same level, ``chunk``
+    above the one with fewest records (a cell already there waits). A run cut short at ``deadline`` (a
+    ``time.monotonic()`` instant) leaves the cells at about the same n, so a comparison of them already means
+    something; every cell resumes from its records, so stopping anywhere loses at most the questions in flight.
+    Cells whose ``requires`` are missing are skipped. ``on_chunk(cell, summary)`` follows each cell's chunk."""
+    from divcon.evaluate import evaluate
+
+    def have(c: Cell) -> int:
+        return len(read_records(c.run_dir(out)))
+
+    pending = [c for c in cells if file_status(c, out).status not in ("done", "skipped")]
+    while pending:
+        level = min(have(c) for c in pending) + chunk
+        for c in list(pending):
+            if deadline is not None and time.monotonic() >= deadline:
+                return
+            quota = level - have(c)
+            if quota > 0:
+                _, s = evaluate(c.task, solver=c.solver, decomposer=c.decomposer, pcfg=c.pipeline_config(),
+                                split=c.split, limit=c.limit, shuffle_seed=c.shuffle_seed, out=c.run_dir(out),
+                                concurrency=concurrency, stop=StopWhen(deadline, max_new=quota))
+                if on_chunk:
+                    on_chunk(c, s)
+            if file_status(c, out).status == "done":
+                pending.remove(c)
