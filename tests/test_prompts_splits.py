@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from divcon.demos import demo_questions, demos
-from divcon.pipeline import PipelineConfig
+from divcon.pipeline import PipelineConfig, prompts_fingerprint
 from divcon.pipeline import prompts as P
 from divcon.tasks import TASKS, get_task
 
@@ -83,10 +83,36 @@ def test_a_student_decomposer_is_served_its_bare_training_prompt():
     assert [m["role"] for m in bare] == ["system", "user"]
 
 
-def test_prompt_settings_are_checked_and_fingerprinted():
+def test_prompt_settings_are_checked():
     with pytest.raises(ValueError, match="unknown solve_style"):
         PipelineConfig(solve_style="poem")
+    with pytest.raises(ValueError, match="unknown decompose_style"):
+        PipelineConfig(decompose_style="poem")
     with pytest.raises(ValueError, match="shots"):
         PipelineConfig(shots=-1)
-    fp = P.fingerprint()
-    assert len(fp) == 12 and fp == P.fingerprint()
+
+
+def test_computed_style_asks_for_calculated_subquestions():
+    plain = P.decompose_messages("Q?", None, "math", 4)[-1]["content"]
+    computed = P.decompose_messages("Q?", None, "math", 4, style="computed")[-1]["content"]
+    assert P.SUBQUESTION_KIND["math"] in computed and P.SUBQUESTION_KIND["math"] not in plain
+
+
+def test_fingerprint_covers_exactly_the_prompts_a_run_sends(monkeypatch):
+    fp = prompts_fingerprint
+    cot, two = PipelineConfig(mode="cot", shots=4), PipelineConfig(mode="two-stage", shots=4, decompose_shots=4)
+    assert len(fp(cot, "math")) == 12 and fp(cot, "math") == fp(PipelineConfig(mode="cot", shots=4), "math")
+    # every setting that changes what is sent changes it; the family too
+    assert fp(cot, "math") != fp(PipelineConfig(mode="cot", shots=0), "math") != fp(cot, "reading")
+    variants = [two, PipelineConfig(mode="two-stage", shots=4, decompose_shots=0),
+                PipelineConfig(mode="two-stage", shots=4, decompose_shots=4, solve_style="working"),
+                PipelineConfig(mode="two-stage", shots=4, decompose_shots=4, decompose_style="computed"),
+                PipelineConfig(mode="two-stage", shots=4, decompose_shots=4, max_subquestions=3)]
+    assert len({fp(c, "math") for c in variants}) == len(variants)
+    assert len({fp(PipelineConfig(mode=m), "math") for m in ("direct", "cot", "two-stage", "dynamic", "auto")}) == 5
+    # a decomposer-only change leaves single-stage runs resumable, and changes two-stage ones
+    before_cot, before_two = fp(cot, "math"), fp(two, "math")
+    monkeypatch.setitem(P.SUBQUESTION_KIND, "math", "Something else.")
+    assert fp(cot, "math") == before_cot and fp(two, "math") == before_two  # "plain" does not send it
+    monkeypatch.setattr(P, "NO_DECOMPOSITION", "Nothing to split.")
+    assert fp(two, "math") != before_two

@@ -51,7 +51,8 @@ def router():
     ("I am not sure", ["route", "decompose", "solve-with-subquestions"], ["How many?", "How much?"]),
 ])
 def test_auto_sends_the_question_down_the_route_the_decomposer_names(answer, calls, subquestions):
-    pipe = Pipeline(PipelineConfig(mode="auto"), solver=load_backend("route:x"), decomposer=load_backend(f"route:{answer}"))
+    pipe = Pipeline(PipelineConfig(mode="auto"), solver=load_backend("route:x"),
+                    decomposer=load_backend(f"route:{answer}"))
     r = pipe.run_one(Example("q", "How many apples?", ["18"]), "math")
     assert RouterBackend.seen == calls
     assert r.mode == "auto" and r.subquestions == subquestions and r.final_output == "The answer is 18."

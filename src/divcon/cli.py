@@ -11,8 +11,9 @@ import typer
 from rich.table import Table
 
 from divcon.backends.registry import DEFAULT_TEACHER
-from divcon.console import (DECOMPOSE_SHOTS_HELP, SHOTS_HELP, STYLE_HELP, OneLineErrors, console, fail, progress_bar,
-                            progress_callback, prompt_options, set_data_dir, setup_logging, wide)
+from divcon.console import (DECOMPOSE_SHOTS_HELP, DECOMPOSE_STYLE_HELP, SHOTS_HELP, STYLE_HELP, OneLineErrors,
+                            console, fail, progress_bar, progress_callback, prompt_options, set_data_dir,
+                            setup_logging, wide)
 
 app = typer.Typer(help="divcon: decompose with a small distilled model, solve with a big one; measure what it saves.",
                   no_args_is_help=True, pretty_exceptions_show_locals=False, cls=OneLineErrors)
@@ -58,6 +59,7 @@ def solve(
     shots: Optional[int] = typer.Option(None, min=0, help=SHOTS_HELP),
     decompose_shots: Optional[int] = typer.Option(None, min=0, help=DECOMPOSE_SHOTS_HELP),
     solve_style: Optional[str] = typer.Option(None, help=STYLE_HELP),
+    decompose_style: Optional[str] = typer.Option(None, help=DECOMPOSE_STYLE_HELP),
     solve_tokens: int = typer.Option(512, min=1, help="Max new tokens of the solver's generation."),
     decompose_tokens: int = typer.Option(192, min=1, help="Max new tokens of the decomposer's generation."),
 ) -> None:
@@ -75,7 +77,7 @@ def solve(
     try:
         pcfg = PipelineConfig(mode=mode, max_subquestions=max_subquestions, solve_tokens=solve_tokens,
                               decompose_tokens=decompose_tokens,
-                              **prompt_options(shots, decompose_shots, solve_style))
+                              **prompt_options(shots, decompose_shots, solve_style, decompose_style))
         pipe = Pipeline(pcfg, solver=load_backend(solver), decomposer=load_backend(decomposer))
         res = pipe.run([Example("cli", question, [], context=ctx)], family)[0]
     except USER_ERRORS as e:
@@ -146,6 +148,7 @@ def eval_cmd(
     shots: Optional[int] = typer.Option(None, min=0, help=SHOTS_HELP),
     decompose_shots: Optional[int] = typer.Option(None, min=0, help=DECOMPOSE_SHOTS_HELP),
     solve_style: Optional[str] = typer.Option(None, help=STYLE_HELP),
+    decompose_style: Optional[str] = typer.Option(None, help=DECOMPOSE_STYLE_HELP),
     solve_tokens: int = typer.Option(512, min=1, help="Max new tokens of the solver's generation."),
     decompose_tokens: int = typer.Option(192, min=1, help="Max new tokens of the decomposer's generation."),
     out: Optional[Path] = typer.Option(None, help="Run directory (default runs/<derived name>)."),
@@ -162,7 +165,7 @@ def eval_cmd(
     try:
         pcfg = PipelineConfig(mode=mode, max_subquestions=max_subquestions, solve_tokens=solve_tokens,
                               decompose_tokens=decompose_tokens,
-                              **prompt_options(shots, decompose_shots, solve_style))
+                              **prompt_options(shots, decompose_shots, solve_style, decompose_style))
         primary = get_task(task).primary
         with progress_bar() as bar:
             bar_id = bar.add_task(f"{task} {mode}", total=None, status="")

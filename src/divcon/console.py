@@ -121,11 +121,16 @@ def progress_callback(bar: Progress, bar_id: TaskID, label: str,
 
 
 SHOTS_HELP = "Worked examples before the question in the solver's prompts (default: the tuned setting)."
-DECOMPOSE_SHOTS_HELP = "Worked examples in the decomposer's prompt (0 for a trained student; default: the tuned setting)."
+DECOMPOSE_SHOTS_HELP = ("Worked examples in the decomposer's prompt (0 for a trained student; default: the tuned "
+                        "setting).")
 STYLE_HELP = "How the solver uses the subquestions: working | short | plan (default: the tuned setting)."
+DECOMPOSE_STYLE_HELP = ("plain | computed (each subquestion must ask for a value to calculate; default: the tuned "
+                        "setting).")
 
 
-def prompt_options(shots: int | None, decompose_shots: int | None, solve_style: str | None) -> dict:
+def prompt_options(shots: int | None, decompose_shots: int | None, solve_style: str | None,
+                   decompose_style: str | None = None) -> dict:
     """The prompt settings given on the command line; the rest keep PipelineConfig's (tuned) defaults."""
-    given = {"shots": shots, "decompose_shots": decompose_shots, "solve_style": solve_style}
+    given = {"shots": shots, "decompose_shots": decompose_shots, "solve_style": solve_style,
+             "decompose_style": decompose_style}
     return {k: v for k, v in given.items() if v is not None}

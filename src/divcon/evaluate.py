@@ -12,8 +12,7 @@ from typing import Callable
 from divcon import __version__
 from divcon.backends import LoggedBackend, RequestRejected, load_backend
 from divcon.cost import Price, load_table, price_of
-from divcon.pipeline import STAGED_MODES, Pipeline, PipelineConfig
-from divcon.pipeline.prompts import fingerprint as prompt_fingerprint
+from divcon.pipeline import STAGED_MODES, Pipeline, PipelineConfig, prompts_fingerprint
 from divcon.runner import Scoring, StopWhen, run_in_flight
 from divcon.runs import RecordWriter, check_config, open_run, read_records, write_json
 from divcon.tasks import Example, Task, get_task
@@ -33,7 +32,8 @@ def run_config(task: Task, split: str, limit: int | None, offset: int, shuffle_s
     return {
         "task": task.name, "split": split, "limit": limit, "offset": offset, "shuffle_seed": shuffle_seed,
         "mode": pcfg.mode, "decomposer": decomposer.spec if staged and decomposer is not None else None,
-        "solver": solver.spec, "models": models, "pipeline": asdict(pcfg), "prompts": prompt_fingerprint(),
+        "solver": solver.spec, "models": models, "pipeline": asdict(pcfg),
+        "prompts": prompts_fingerprint(pcfg, task.family),
     }
 
 

@@ -160,7 +160,8 @@ def build_dataset(traces_dir: Path, variant: str, out_file: Path, best_only: boo
         "variant": variant, "best_only": best_only, "traces": len(records),
         "questions": len({r["id"] for r in records}), "kept": len(candidates),
         "kept_questions": len({rec["id"] for rec, _, _ in candidates}),
-        "kept_no_decomposition": sum(1 for _, _, t in candidates if variant.startswith("sd") and t == P.NO_DECOMPOSITION),
+        "kept_no_decomposition": sum(1 for _, _, t in candidates
+                                     if variant.startswith("sd") and t == P.NO_DECOMPOSITION),
         "dropped": {r: dropped[r] for r in DROP_REASONS if dropped[r]},
         # sd-route: questions whose target is a decomposition / "No decomposition needed." / none (neither route won)
         **({"route_questions": {

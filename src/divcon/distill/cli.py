@@ -9,8 +9,8 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from divcon.console import (DECOMPOSE_SHOTS_HELP, SHOTS_HELP, STYLE_HELP, console, fail, progress_bar,
-                            progress_callback, prompt_options, set_data_dir)
+from divcon.console import (DECOMPOSE_SHOTS_HELP, DECOMPOSE_STYLE_HELP, SHOTS_HELP, STYLE_HELP, console, fail,
+                            progress_bar,                             progress_callback, prompt_options, set_data_dir)
 
 app = typer.Typer(help="Distill the decomposer (or solver): generate teacher traces, build training sets, train "
                        "LoRA students.", no_args_is_help=True, pretty_exceptions_show_locals=False)
@@ -35,6 +35,7 @@ def generate(
     shots: Optional[int] = typer.Option(None, min=0, help=SHOTS_HELP),
     decompose_shots: Optional[int] = typer.Option(None, min=0, help=DECOMPOSE_SHOTS_HELP),
     solve_style: Optional[str] = typer.Option(None, help=STYLE_HELP),
+    decompose_style: Optional[str] = typer.Option(None, help=DECOMPOSE_STYLE_HELP),
     concurrency: Optional[int] = typer.Option(None, min=1, help="(question, sample) pairs in flight at once "
                                                                "(default: what the teacher serves at once)."),
     data_dir: Optional[Path] = typer.Option(None, help="Folder of the data sets (default ../shared/data)."),
@@ -45,7 +46,8 @@ def generate(
 
     set_data_dir(data_dir)
     try:
-        pcfg = PipelineConfig(max_subquestions=max_subquestions, **prompt_options(shots, decompose_shots, solve_style))
+        pcfg = PipelineConfig(max_subquestions=max_subquestions,
+                              **prompt_options(shots, decompose_shots, solve_style, decompose_style))
         with progress_bar() as bar:
             bar_id = bar.add_task(f"traces {task}", total=None, status="")
             on_progress = progress_callback(bar, bar_id, "correct", lambda rec: float(rec["correct"]))

@@ -17,8 +17,7 @@ from typing import Callable
 from divcon import __version__
 from divcon.backends import RequestRejected, load_backend
 from divcon.evaluate import default_concurrency, failed
-from divcon.pipeline import Pipeline, PipelineConfig
-from divcon.pipeline.prompts import fingerprint as prompt_fingerprint
+from divcon.pipeline import Pipeline, PipelineConfig, prompts_fingerprint
 from divcon.runner import Scoring, StopWhen, run_in_flight
 from divcon.runs import RecordWriter, check_config, open_run, read_records
 from divcon.tasks import Example, Task, get_task
@@ -129,7 +128,8 @@ def generate_traces(
     cfg = {"kind": "traces", "task": task.name, "split": split, "limit": limit, "offset": offset,
            "teacher": teacher.spec, "models": {"teacher": teacher.identity.key}, "samples": samples, "routes": routes,
            "temperature": temperature, "pipeline": asdict(pipes[0].config) | {"seed": None},
-           "prompts": prompt_fingerprint(), "divcon_version": __version__}
+           "prompts": "+".join(dict.fromkeys(prompts_fingerprint(p.config, task.family) for p in pipes)),
+           "divcon_version": __version__}
     run_dir = out_dir or default_traces_dir(task.name, split, teacher_spec, samples, limit, routes)
     check_config(run_dir, cfg, DISPLAY_KEYS)  # before anything is created: see divcon.evaluate.evaluate
     total = len(examples) * len(pipes)

@@ -4,7 +4,9 @@ subquestion ...), and routed (``auto``: ask first whether to decompose, then one
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import hashlib
+import json
+from dataclasses import asdict, dataclass, replace
 
 from divcon.backends import ChatRequest, Generation, LoggedBackend
 from divcon.pipeline import prompts as P
@@ -31,10 +33,14 @@ class PipelineConfig:
     shots: int = 0  # worked examples before the question in the solver's prompts (all of a family's: 4 math)
     decompose_shots: int = 0  # the same for the decomposer's; 0 for a trained student (it learned the format)
     solve_style: str = "short"  # how the solver uses the subquestions: prompts.SOLVE_STYLES
+    decompose_style: str = "plain"  # "computed": subquestions ask for values to calculate (prompts.SUBQUESTION_KIND)
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise ValueError(f"unknown mode {self.mode!r}; modes: {', '.join(MODES)}")
+        if self.decompose_style not in P.DECOMPOSE_STYLES:
+            raise ValueError(f"unknown decompose_style {self.decompose_style!r}; styles: "
+                             f"{', '.join(P.DECOMPOSE_STYLES)}")
         if self.solve_style not in P.SOLVE_STYLES:
             raise ValueError(f"unknown solve_style {self.solve_style!r}; styles: {', '.join(P.SOLVE_STYLES)}")
         if self.shots < 0 or self.decompose_shots < 0:
@@ -88,8 +94,8 @@ class TwoStage(Strategy):
     def decompose(self, ex: Example, family: str) -> tuple[list[str], Generation]:
         """Subquestions (possibly none) with the raw generation; shared by eval and distillation."""
         c = self.config
-        req = self._req(P.decompose_messages(ex.question, ex.context, family, c.max_subquestions, c.decompose_shots),
-                        c.decompose_tokens, sample=True)
+        req = self._req(P.decompose_messages(ex.question, ex.context, family, c.max_subquestions, c.decompose_shots,
+                                             c.decompose_style), c.decompose_tokens, sample=True)
         gen = self._call(self.decomposer, req)
         return P.parse_subquestions(gen.text, c.max_subquestions), gen
 
@@ -177,3 +183,34 @@ class Pipeline:
 
     def run(self, examples: list[Example], family: str) -> list[PipelineResult]:
         return [self.run_one(ex, family) for ex in examples]
+
+
+class _Recorder:
+    """Stands in for both models to record every request a strategy sends, answering each with ``reply``."""
+
+    def __init__(self, reply: str):
+        self.reply = reply
+        self.sent: list[dict] = []
+
+    def generate(self, requests: list[ChatRequest]) -> list[Generation]:
+        self.sent += [{"messages": r.message_dicts(), **r.params()} for r in requests]
+        return [Generation(self.reply, 0, 0, 0.0, "probe") for _ in requests]
+
+
+def prompts_fingerprint(config: PipelineConfig, family: str) -> str:
+    """A short hash of every request this configuration sends for a probe question of ``family`` (with and without a
+    passage, down every route), recorded in run configs: resuming after those prompts changed is refused instead of
+    silently mixing records made with two prompts, while a change to prompts this run never sends leaves it alone."""
+    sent = []
+    probe = [Example("probe", "Q?", [], context=c) for c in (None, "C.")]
+    # "direct" takes auto's single-stage route; the numbered line gives every decomposer one subquestion, which the
+    # dynamic loop then sees repeated, so it also reaches its closing turn
+    staged = "1. What is S?\nThe answer is 1."
+    for reply in ("direct", staged) if config.mode == "auto" else (staged,):
+        model = _Recorder(reply)
+        for ex in probe:
+            STRATEGIES[config.mode](replace(config, seed=0), model, model).run(ex, family)  # type: ignore[arg-type]
+        sent += model.sent
+    blob = json.dumps([sent, P.format_subquestions(["S?"]), P.NO_DECOMPOSITION, P.DONE, asdict(config)["mode"]],
+                      sort_keys=True)
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:12]

@@ -6,7 +6,6 @@ Families: ``math`` (numeric answer), ``reading`` (answer from a passage, DROP), 
 
 from __future__ import annotations
 
-import json
 import re
 
 from divcon.demos import demos
@@ -25,6 +24,15 @@ WORKING = {
     "reading": "quote the facts from the passage it uses and write out any calculation",
     "openqa": "state the fact it rests on",
 }
+
+# What each subquestion should ask for (decompose_style "computed"): a 1.5B decomposer otherwise often restates the
+# problem's givens as subquestions ("How many candy bars does Jen buy?"), which carry no step of the solution.
+SUBQUESTION_KIND = {
+    "math": "Each subquestion asks for a number that has to be calculated, never for one the problem already states.",
+    "reading": "Each subquestion asks for one fact from the passage or one calculation with such facts.",
+    "openqa": "Each subquestion asks for one fact.",
+}
+DECOMPOSE_STYLES = ("plain", "computed")
 
 NO_DECOMPOSITION = "No decomposition needed."
 SOLVE_STYLES = ("working", "short", "plan")
@@ -52,18 +60,21 @@ def _few_shot(system: str, shots: int, family: str, turn, final_user: str) -> li
     return msgs + [{"role": "user", "content": final_user}]
 
 
-def _decompose_instruction(max_subquestions: int) -> str:
+def _decompose_instruction(max_subquestions: int, family: str, style: str) -> str:
+    kind = f"{SUBQUESTION_KIND[family]} " if style == "computed" else ""
     return (f"Write the subquestions one must answer, in order, to solve this. Write at most {max_subquestions}, "
-            "one per line, numbered 1., 2., ... Each subquestion ends with a question mark. The last subquestion asks "
-            "for exactly what the question asks. Do not answer them. "
+            f"one per line, numbered 1., 2., ... Each subquestion ends with a question mark. {kind}The last "
+            "subquestion asks for exactly what the question asks. Do not answer them. "
             f"If the question is simple enough to answer directly, write only: {NO_DECOMPOSITION}")
 
 
 def decompose_messages(question: str, context: str | None, family: str, max_subquestions: int = 4,
-                       shots: int = 0) -> list[dict]:
+                       shots: int = 0, style: str = "plain") -> list[dict]:
     """The decomposer's prompt: subquestions only, never their answers. A trained student decomposer is served with
     ``shots=0``: the prompt it was trained on."""
-    instruction = _decompose_instruction(max_subquestions)
+    if style not in DECOMPOSE_STYLES:
+        raise ValueError(f"unknown decompose style {style!r}; styles: {', '.join(DECOMPOSE_STYLES)}")
+    instruction = _decompose_instruction(max_subquestions, family, style)
 
     def turn(d: dict) -> tuple[str, str]:
         return (f"{_problem(d['question'], d.get('context'))}\n\n{instruction}",
@@ -133,7 +144,8 @@ def solve_messages(question: str, context: str | None, family: str, subquestions
 
     def turn(d: dict) -> tuple[str, str]:
         subs = d["subquestions"] if staged else None
-        return (f"{_problem(d['question'], d.get('context'))}\n\n{_solve_instruction(d['question'], family, subs, style)}",
+        instruction = _solve_instruction(d["question"], family, subs, style)
+        return (f"{_problem(d['question'], d.get('context'))}\n\n{instruction}",
                 _solution(d, family, subs, style))
 
     return _few_shot(SYSTEM_SOLVE, shots, family, turn,
@@ -234,25 +246,3 @@ def final_messages(question: str, context: str | None, family: str, pairs: list[
     return _few_shot(SYSTEM_SOLVE, shots, family,
                      lambda d: (user(d["question"], d.get("context"), _pairs(d, 99)), final_line(family, d["answer"])),
                      user(question, context, pairs))
-
-
-def fingerprint() -> str:
-    """A short hash of every prompt (every style, with and without demonstrations), rendered on a fixed probe. Run
-    configs record it, so resuming a run after the prompts changed is refused instead of silently mixing records
-    made with two different prompts."""
-    import hashlib
-
-    q, ctx, pairs = "Q?", "C.", [("S?", "A.")]
-    rendered = []
-    for family in ANSWER_FORM:
-        for c in (None, ctx):
-            for k in (0, len(demos(family))):
-                rendered += [decompose_messages(q, c, family, shots=k), direct_messages(q, c, family, shots=k),
-                             next_subquestion_messages(q, c, family, pairs, shots=k),
-                             answer_subquestion_messages(q, c, family, pairs, "S?", shots=k),
-                             final_messages(q, c, family, pairs, shots=k)]
-                rendered += [solve_messages(q, c, family, subs, shots=k, style=style)
-                             for style in SOLVE_STYLES for subs in (["S?"], None)]
-            rendered.append(route_messages(q, c, family))
-    blob = json.dumps(rendered, sort_keys=True) + format_subquestions(["S?"]) + NO_DECOMPOSITION + DONE
-    return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:12]
