@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import time
 from pathlib import Path
 
@@ -51,6 +52,20 @@ def failure_mode(rec: dict, primary: str, baseline_right: bool | None) -> str | 
     return "wrong where the baseline was wrong too"
 
 
+_STEP = re.compile(r"^\s*\d+\.\s")
+_CALCULATION = re.compile(r"\d\s*[-+x*/×÷]\s*\$?\d|=")
+
+
+def uncalculated_share(records: list[dict]) -> float | None:
+    """Of the solver's numbered answer lines (working style: one per subquestion), the share that holds no
+    calculation: a subquestion that restated a given ("How many candy bars does Jen buy? 50.") instead of asking for
+    a step. None when no record has numbered lines."""
+    steps = [line for r in records for line in r["final_output"].splitlines() if _STEP.match(line)]
+    if not steps:
+        return None
+    return sum(1 for line in steps if not _CALCULATION.search(line)) / len(steps)
+
+
 def _clip(text: str, n: int = 700) -> str:
     text = (text or "").strip()
     return text if len(text) <= n else text[:n] + " [...]"
@@ -66,9 +81,13 @@ def failure_sections(cells: list[Cell], out: Path, baseline: str | None) -> list
              "Wrong answers of each decomposing cell, each counted under the first of: error, cut off at the token "
              "limit, no final-answer line, wrong without subquestions (the decomposer wrote none, so the solver "
              "worked alone), wrong where the baseline was right, wrong where the baseline was wrong too. "
-             f"Then up to {EXAMPLES_PER_MODE} records per mode (the first in question order), clipped.", ""]
+             f"Then up to {EXAMPLES_PER_MODE} records per mode (the first in question order), clipped. For math "
+             "cells whose solver answers subquestion by subquestion (working, short), the last column is the share of "
+             "its numbered answer lines with no calculation in them: subquestions that restated a given number "
+             "instead of asking for a step.", ""]
     staged = [c for c in cells if c.mode in STAGED_MODES]
-    table = ["| cell | n | wrong | " + " | ".join(MODES) + " |", "|---|---|---|" + "---|" * len(MODES)]
+    table = ["| cell | n | wrong | " + " | ".join(MODES) + " | answer lines without a calculation |",
+             "|---|---|---|" + "---|" * len(MODES) + "---|"]
     examples: list[str] = []
     for c in staged:
         records = sorted(read_records(c.run_dir(out)), key=lambda r: int(r["id"].rsplit("-", 1)[1]))
@@ -81,8 +100,10 @@ def failure_sections(cells: list[Cell], out: Path, baseline: str | None) -> list
             if mode:
                 by_mode[mode].append(r)
         wrong = sum(len(v) for v in by_mode.values())
+        share = (uncalculated_share(records) if get_task(c.task).family == "math" and c.mode == "two-stage"
+                 and c.pipeline_config().solve_style != "plan" else None)
         table.append(f"| {c.label} | {len(records)} | {wrong} | " + " | ".join(str(len(by_mode[m])) for m in MODES)
-                     + " |")
+                     + f" | {'-' if share is None else f'{share:.0%}'} |")
         examples += [f"### {c.label}", ""]
         for m in MODES:
             for r in by_mode[m][:EXAMPLES_PER_MODE]:
@@ -130,8 +151,8 @@ def main() -> None:
     made_by = (f"Made by `python benchmarks/bench_prompts.py --config {args.config.as_posix()}` (resumable; "
                "`--report-only` rewrites this report from the run files).")
     head, _, rest = text.partition("\n\n")
-    md.write_text("\n\n".join([head, made_by, rest.rstrip("\n"), *failure_sections(grid.cells, out, grid.baseline)])
-                  + "\n", encoding="utf-8")
+    failures = "\n".join(failure_sections(grid.cells, out, grid.baseline))
+    md.write_text("\n\n".join([head, made_by, rest.rstrip("\n"), failures]) + "\n", encoding="utf-8")
     done = {c.label: file_status(c, out).done for c in grid.cells}
     print(json.dumps(done), flush=True)
     print(f"report: {md}")
