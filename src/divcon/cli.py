@@ -233,6 +233,11 @@ from divcon.distill.cli import app as distill_app  # noqa: E402  (a sub-app; imp
 app.add_typer(distill_app, name="distill")
 
 
+from divcon.serve.cli import serve  # noqa: E402  (imports nothing heavy: FastAPI loads when it serves)
+
+app.command("serve")(serve)
+
+
 def main() -> None:
     app()
 
