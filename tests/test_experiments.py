@@ -326,3 +326,20 @@ def test_report_pairs_each_row_with_the_baseline_on_shared_questions(tmp_path: P
     assert vs["ci95"][0] <= vs["diff"] <= vs["ci95"][1]
     md = (tmp_path / "rep" / "report.md").read_text()
     assert "vs B, paired [95% CI]" in md and "| (baseline) |" in md and "| -0.333 [" in md
+
+
+def test_static_and_dynamic_rows_pair_only_with_the_same_demonstrations(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("DIVCON_PRICES", raising=False)
+    runs = {}
+    for name, mode, shots in [("s0", "two-stage", 0), ("s4", "two-stage", 4), ("d4", "dynamic", 4)]:
+        runs[name] = tmp_path / name
+        _fixture_run(runs[name])
+        cfg = json.loads((runs[name] / "config.json").read_text())
+        cfg.update(mode=mode, pipeline={"shots": shots, "decompose_shots": shots})
+        (runs[name] / "config.json").write_text(json.dumps(cfg))
+    (tmp_path / "grid.json").write_text(json.dumps({"cells": [{"run_dir": n, "label": n} for n in runs]}))
+    pairs = build_report(list(runs.values()), tmp_path / "rep", "SvD")["tasks"][0]["static_vs_dynamic"]
+    # s0 (no demonstrations) is not compared with the 4-shot dynamic row
+    assert [(p["static_label"], p["dynamic_label"]) for p in pairs] == [("s4", "d4")]
+    assert "| s4 | d4 |" in (tmp_path / "rep" / "report.md").read_text()

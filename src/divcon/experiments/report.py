@@ -90,7 +90,7 @@ def _row(run: Run, summary: dict, big: str | None, out_dir: Path) -> dict[str, A
     return {
         "label": run.label, "run_dir": _rel(run.run_dir, out_dir), "task": summary["task"],
         "split": summary["split"], "mode": summary["mode"], "decomposer": summary["decomposer"],
-        "solver": summary["solver"], "n": n,
+        "solver": summary["solver"], "n": n, "pipeline": run.config.get("pipeline") or {},
         # examples the runner could not run (prompt past the context window, ...): scored 0, so they must be visible
         "errors": summary["errors"],
         "primary": primary, "metric": summary["metrics"].get(primary, 0.0), "ci95": [lo, hi],
@@ -144,13 +144,20 @@ def _unpriced_note(rows: list[dict]) -> str | None:
             + ". Add them to the price table (resources/prices.json or $DIVCON_PRICES) to place them.")
 
 
+DEMONSTRATIONS = ("shots", "decompose_shots")  # prompt settings a static and a dynamic row must share to be compared
+
+
 def _static_vs_dynamic(rows: list[dict]) -> list[dict]:
-    """Two-stage and dynamic rows with the same decomposer and solver, paired: per-question tokens and the ratio
-    dynamic/static (the paper's point that interleaving costs more tokens)."""
+    """Two-stage and dynamic rows with the same decomposer, solver and demonstrations, paired: per-question tokens
+    and the ratio dynamic/static (the paper's point that interleaving costs more tokens)."""
+    def same(a: dict, b: dict) -> bool:
+        return ((a["decomposer"], a["solver"]) == (b["decomposer"], b["solver"])
+                and all(a["pipeline"].get(k, 0) == b["pipeline"].get(k, 0) for k in DEMONSTRATIONS))
+
     pairs = []
     for s in (r for r in rows if r["mode"] == "two-stage"):
         for d in (r for r in rows if r["mode"] == "dynamic"):
-            if (s["decomposer"], s["solver"]) == (d["decomposer"], d["solver"]):
+            if same(s, d):
                 def ratio(key: str) -> float | None:
                     return d[key] / s[key] if s[key] else None
 
@@ -285,9 +292,10 @@ def _task_blocks(t: dict, big: str | None) -> list[Block]:
                          f"{r['no_subquestions']} of {r['n']}", str(r["truncated"])] for r in two_stage]))
     if t["static_vs_dynamic"]:
         blocks.append(("h3", "Static (two-stage) vs dynamic"))
-        blocks.append(("table", ["decomposer", "solver", f"static {p}", f"dynamic {p}", "static tokens/q",
-                                 "dynamic tokens/q", "ratio dynamic/static", "big-model ratio"],
-                       [[short_name(s["decomposer"]), short_name(s["solver"]), f"{s['static_metric']:.3f}",
+        blocks.append(("table", ["static", "dynamic", "decomposer", "solver", f"static {p}", f"dynamic {p}",
+                                 "static tokens/q", "dynamic tokens/q", "ratio dynamic/static", "big-model ratio"],
+                       [[s["static_label"], s["dynamic_label"], short_name(s["decomposer"]), short_name(s["solver"]),
+                         f"{s['static_metric']:.3f}",
                          f"{s['dynamic_metric']:.3f}", f"{s['static_tokens_per_question']:.0f}",
                          f"{s['dynamic_tokens_per_question']:.0f}",
                          f"{s['tokens_ratio']:.2f}" if s["tokens_ratio"] is not None else "-",
