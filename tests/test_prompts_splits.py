@@ -105,7 +105,7 @@ def test_fingerprint_covers_exactly_the_prompts_a_run_sends(monkeypatch):
     # every setting that changes what is sent changes it; the family too
     assert fp(cot, "math") != fp(PipelineConfig(mode="cot", shots=0), "math") != fp(cot, "reading")
     variants = [two, PipelineConfig(mode="two-stage", shots=4, decompose_shots=0),
-                PipelineConfig(mode="two-stage", shots=4, decompose_shots=4, solve_style="working"),
+                PipelineConfig(mode="two-stage", shots=4, decompose_shots=4, solve_style="short"),
                 PipelineConfig(mode="two-stage", shots=4, decompose_shots=4, decompose_style="computed"),
                 PipelineConfig(mode="two-stage", shots=4, decompose_shots=4, max_subquestions=3)]
     assert len({fp(c, "math") for c in variants}) == len(variants)
