@@ -131,6 +131,14 @@ def measure(binary: Path, model: Path, log: Path) -> dict:
         proc.wait(timeout=30)
 
 
+def cpu_model() -> str:
+    try:
+        line = next(x for x in Path("/proc/cpuinfo").read_text().splitlines() if x.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or platform.machine()
+    return line.split(":", 1)[1].strip()
+
+
 def cpu_flags() -> list[str]:
     try:
         line = next(x for x in Path("/proc/cpuinfo").read_text().splitlines() if x.startswith("flags"))
@@ -185,8 +193,7 @@ def main() -> None:
         ap.error(f"unknown builds {sorted(unknown)}; builds: {', '.join(BUILDS)}")
     root = cache_dir() / "builds"
     model = resolve_gguf(MODEL)
-    results: dict = {"_machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
-                                  "flags": cpu_flags()}}
+    results: dict = {"_machine": {"cpu": cpu_model(), "cores": os.cpu_count(), "flags": cpu_flags()}}
     for name in names:
         print(f"{name}: building (once)", flush=True)
         binary = build(name, BUILDS[name], root)
