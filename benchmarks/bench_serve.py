@@ -193,7 +193,7 @@ def report(out: Path, settings: dict) -> str:
               "side was busy (the union of the questions' start-to-finish intervals).", ""]
     text = "\n".join(lines)
     (out / "report.md").write_text(text)
-    (out / "report.json").write_text(json.dumps(data, indent=2))
+    write_json(out / "report.json", data)
     return text
 
 

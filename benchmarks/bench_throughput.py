@@ -16,7 +16,6 @@ divcon's own share of each question's wall time (everything that is not a model 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 from pathlib import Path
 
@@ -25,7 +24,7 @@ from divcon.experiments.stats import bootstrap_ci
 from divcon.paths import cache_dir
 from divcon.pipeline import PipelineConfig
 from divcon.runner import StopWhen
-from divcon.runs import read_records
+from divcon.runs import read_records, write_json
 
 TEACHER = "llamacpp:qwen2.5-1.5b"
 STUDENT_SDR = "llamacpp:smollm2-135m,lora=reports/bench_distill/students/sd-r/lora.gguf"
@@ -114,7 +113,7 @@ def report(out: Path, settings: list[str], rows: list[str], n: int) -> str:
               "wall also holds its wait for a free slot, so it is an upper bound there.", ""]
     text = "\n".join(lines)
     (out / "report.md").write_text(text)
-    (out / "report.json").write_text(json.dumps(data, indent=2))
+    write_json(out / "report.json", data)
     return text
 
 

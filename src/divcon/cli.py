@@ -46,6 +46,8 @@ def read_context(path: Optional[Path]) -> Optional[str]:
 
 
 MODE_HELP = "direct | cot | two-stage | dynamic | auto (ask the decomposer first whether to decompose)"
+
+
 @app.command()
 def solve(
     question: str = typer.Argument(..., help="The question to answer."),

@@ -89,9 +89,6 @@ def _example(rec: dict, variant: str, decomposition_won: set[str]) -> tuple[list
             return "incorrect"
         return P.decompose_messages(rec["question"], rec["context"], rec["family"], rec["max_subquestions"]), \
             P.NO_DECOMPOSITION
-    if variant in ("sd-t", "sd-r", "sd-route") and route_of(rec) == "single":
-        raise ValueError(f"{variant} is built from two-stage traces; {rec['id']} sample {rec['sample']} is a "
-                         "single-stage one (use sd-route for traces made with --routes)")
     if variant in ("sd-t", "sd-r", "sd-route"):
         if variant in ("sd-r", "sd-route") and not rec["correct"]:
             return "incorrect"

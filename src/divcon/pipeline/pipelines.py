@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 
 from divcon.backends import ChatRequest, Generation, LoggedBackend
 from divcon.pipeline import prompts as P
@@ -124,8 +124,7 @@ class Dynamic(Strategy):
         for _ in range(c.max_rounds):
             gen = self._call(self.decomposer, self._req(
                 P.next_subquestion_messages(ex.question, ex.context, family, pairs, c.decompose_shots), c.step_tokens,
-                sample=True,
-                stop=("\n\n",)))
+                sample=True, stop=("\n\n",)))
             r.record("decompose", gen)
             transcript.append(f"[decomposer] {gen.text.strip()}")
             subs = P.parse_subquestions(gen.text, 1)
@@ -213,6 +212,6 @@ def prompts_fingerprint(config: PipelineConfig, family: str) -> str:
         for ex in probe:
             STRATEGIES[config.mode](replace(config, seed=0), model, model).run(ex, family)  # type: ignore[arg-type]
         sent += model.sent
-    blob = json.dumps([sent, P.format_subquestions(["S?"]), P.NO_DECOMPOSITION, P.DONE, asdict(config)["mode"]],
+    blob = json.dumps([sent, P.format_subquestions(["S?"]), P.NO_DECOMPOSITION, P.DONE, config.mode],
                       sort_keys=True)
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:12]
