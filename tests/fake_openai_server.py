@@ -6,11 +6,20 @@ outages and error mapping are tested end to end without network access or a mode
 ``stop()`` and ``start()`` again kill and restart it on the same port, like a server restart. ``delay`` holds every
 chat request that long before answering, and ``in_flight`` / ``max_in_flight`` count the chat requests being served at
 once (``reset_counts()`` starts a new measurement); with ``echo`` each OK answer's text is the request's last message.
+
+A request with ``"stream": true`` whose answer is a ``chat.completion`` gets it as server-sent ``chat.completion.chunk``
+events over chunked HTTP, as real servers send them: the role, one chunk per word, the finish reason, and a usage chunk
+when the request asks for it (``stream_options.include_usage``) and ``stream_usage`` is on. ``stream_pause`` seconds
+pass between chunks; ``stream_hold``, an event, is waited on (up to 5 s) after the first word, and ``held`` says
+whether it was set in time (a client that hands out words as they arrive can set it from its callback);
+``stream_break = (n, "reset" | "error")`` breaks the next stream after ``n`` words, by cutting the connection or with
+an ``{"error": ...}`` event.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import socket
 import threading
 import time
@@ -47,6 +56,11 @@ class FakeOpenAIServer:
         self.echo = echo  # answer with the last message's content instead of "hello"
         self.in_flight = 0  # chat requests being served right now
         self.max_in_flight = 0  # the most served at once since start or reset_counts()
+        self.stream_pause = 0.0  # seconds between the chunks of a streamed answer
+        self.stream_usage = True  # send the usage chunk when the request asks for it
+        self.stream_hold: threading.Event | None = None  # waited on after a stream's first word
+        self.held: bool | None = None  # whether stream_hold was set within 5 s
+        self.stream_break: tuple[int, str] | None = None  # (after n words, "reset" | "error")
         self._lock = threading.Lock()
         self._httpd: ThreadingHTTPServer | None = None
 
@@ -84,16 +98,27 @@ class FakeOpenAIServer:
             def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
                 raw = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 if self.path.rstrip("/") != "/v1/chat/completions":
-                    status, body, headers = 404, error_body(f"no route {self.path}"), {}
-                else:
-                    # counted out before the answer is written: once the client has it, the request is no longer here
-                    server._enter()
-                    try:
-                        status, body, headers = server._next(json.loads(raw or b"{}"))
-                        if server.delay > 0:
-                            time.sleep(server.delay)
-                    finally:
+                    self.answer(404, error_body(f"no route {self.path}"), {})
+                    return
+                request = json.loads(raw or b"{}")
+                # counted out before the answer is written: once the client has it, the request is no longer here
+                server._enter()
+                left = False
+                try:
+                    status, body, headers = server._next(request)
+                    if server.delay > 0:
+                        time.sleep(server.delay)
+                    if status == 200 and request.get("stream") and body.get("object") == "chat.completion":
+                        include_usage = bool((request.get("stream_options") or {}).get("include_usage"))
+                        left = True
+                        self.stream(body, include_usage)
+                        return
+                finally:
+                    if not left:
                         server._leave()
+                self.answer(status, body, headers)
+
+            def answer(self, status: int, body: dict, headers: dict[str, str]) -> None:
                 data = json.dumps(body).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
@@ -102,6 +127,52 @@ class FakeOpenAIServer:
                     self.send_header(k, v)
                 self.end_headers()
                 self.wfile.write(data)
+
+            def stream(self, body: dict, include_usage: bool) -> None:
+                """The answer as SSE chunks; counted out before ``[DONE]`` (the client is done only after it)."""
+                choice = body["choices"][0]
+                head = {"id": body["id"], "object": "chat.completion.chunk", "created": body["created"],
+                        "model": body["model"]}
+
+                def chunk(delta: dict, finish: str | None = None) -> dict:
+                    return {**head, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+
+                def send(data: bytes) -> None:
+                    self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+                    self.wfile.flush()
+
+                def event(data: dict | str) -> None:
+                    send(f"data: {data if isinstance(data, str) else json.dumps(data)}\n\n".encode())
+
+                self.protocol_version = "HTTP/1.1"  # chunked transfer, so a cut stream is an error, not an end
+                self.send_response(200)
+                self.send_header("Content-Type", "text/event-stream")
+                self.send_header("Transfer-Encoding", "chunked")
+                self.send_header("Connection", "close")
+                self.end_headers()
+                try:
+                    event(chunk({"role": "assistant", "content": ""}))
+                    words = re.findall(r"\s*\S+\s*", choice["message"]["content"] or "")
+                    for i, word in enumerate(words):
+                        if server.stream_break and i == server.stream_break[0]:
+                            how, server.stream_break = server.stream_break[1], None  # once: a retry goes through
+                            if how == "error":
+                                event(error_body("the model crashed", "server_error"))
+                            else:
+                                self.wfile.write(b"100\r\ndata: {")  # a chunk promised, never finished
+                            return
+                        event(chunk({"content": word}))
+                        if i == 0 and server.stream_hold is not None:
+                            server.held = server.stream_hold.wait(5)
+                        time.sleep(server.stream_pause)
+                    event(chunk({}, choice["finish_reason"]))
+                    if include_usage and server.stream_usage:
+                        extra = {k: v for k, v in body.items() if k not in (*head, "choices", "usage")}
+                        event({**head, "choices": [], "usage": body.get("usage"), **extra})
+                finally:
+                    server._leave()
+                event("[DONE]")
+                send(b"")
 
             def log_message(self, *args) -> None:  # keep test output clean
                 pass

@@ -1,11 +1,12 @@
 """``divcon serve`` end to end: a real uvicorn server on a loopback port, called with the official ``openai`` client
 (the happy path, as an application would) and with raw HTTP (what a client library would never send). Models are
 scripted fakes; ``gate:`` calls wait on an event, so a test can hold requests in flight and fill the queue
-deterministically."""
+deterministically; ``drip:`` streams its answer and waits, after its first word, until the test's client has it."""
 
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 import urllib.error
@@ -26,12 +27,13 @@ from divcon.serve.app import create_app
 from divcon.serve.cli import is_loopback
 from divcon.serve.config import TEACHER, parse_config
 from tests.fake_openai_server import free_port
-from tests.fakes import ScriptedBackend
+from tests.fakes import ScriptedBackend, is_decompose_prompt
 
 pytestmark = pytest.mark.usefixtures("hermetic_openai_env")
 
 TWO_STAGE = {"models": {"m": {"decomposer": "fake:student", "solver": "fake:teacher", "family": "math"}}}
 GATED = {"models": {"slow": {"mode": "direct", "solver": "gate:m", "family": "math"}}}
+DRIP = {"models": {"m": {"decomposer": "fake:student", "solver": "drip:teacher", "family": "math"}}}
 KEY = "test-key-4f2a"
 
 
@@ -62,15 +64,54 @@ class FailingBackend:
                "down": BackendUnavailable("fake server down"), "bug": KeyError("internal-detail")}[how]
 
 
+class DripBackend:
+    """``drip:<name>``, a solver that streams: its answer (with whitespace around it that the message strips) comes
+    word by word, and after the first word it waits for ``go`` (``waited`` says whether it came within 3 s) and then
+    raises ``fail`` if set; ``finished`` is set once the whole answer is written. ``generate`` (a caller that does
+    not stream) also waits for ``go`` before answering: a server that sent nothing before the answer was complete
+    would never see ``go`` in time."""
+
+    TEXT = "  The answer is 18.\n"
+    go = threading.Event()
+    finished = threading.Event()
+    waited: list[bool] = []
+    fail: BaseException | None = None
+
+    def __init__(self, spec):
+        self.spec = str(spec)
+
+    def generate(self, requests: list[ChatRequest]) -> list[Generation]:
+        assert not any(is_decompose_prompt(r) for r in requests), "drip: is a solver"
+        DripBackend.waited.append(DripBackend.go.wait(3))
+        DripBackend.finished.set()
+        return [Generation(self.TEXT, 100, 20, 0.01, self.spec) for _ in requests]
+
+    def stream(self, request: ChatRequest, on_text) -> Generation:
+        first, *rest = re.findall(r"\s*\S+\s*", self.TEXT)
+        on_text(first)
+        DripBackend.waited.append(DripBackend.go.wait(3))
+        if DripBackend.fail is not None:
+            raise DripBackend.fail
+        for word in rest:
+            time.sleep(0.02)
+            on_text(word)
+        DripBackend.finished.set()
+        return Generation(self.TEXT, 100, 20, 0.01, self.spec)
+
+
 @pytest.fixture(autouse=True)
 def backends():
     register_backend("fake", ScriptedBackend)
     register_backend("gate", GateBackend)
     register_backend("fail", FailingBackend)
+    register_backend("drip", DripBackend)
     GateBackend.gate = threading.Event()
     GateBackend.entered = threading.Semaphore(0)
+    DripBackend.go, DripBackend.finished, DripBackend.waited, DripBackend.fail = (threading.Event(),
+                                                                                threading.Event(), [], None)
     yield
     GateBackend.gate.set()  # a failed test must not leave a pipeline waiting forever
+    DripBackend.go.set()
 
 
 @dataclass
@@ -193,18 +234,24 @@ def test_the_question_passage_and_max_tokens_reach_the_models_through_the_call_l
 
 # streaming ------------------------------------------------------------------------------------------------------------
 
+def sse(body: bytes) -> tuple[list[dict], str]:
+    """The JSON events of a raw stream, and its last line (which must be ``data: [DONE]``)."""
+    events = [line for line in body.decode().split("\n\n") if line]
+    assert all(e.startswith("data: ") for e in events)
+    return [json.loads(e[len("data: "):]) for e in events[:-1]], events[-1]
+
+
 def test_stream_is_well_formed_server_sent_chunks_ending_with_done():
     with serving(TWO_STAGE) as served:
         status, headers, body = http(f"{served.url}/v1/chat/completions", ask(stream=True))
     assert status == 200 and headers["content-type"].startswith("text/event-stream")
-    events = [line for line in body.decode().split("\n\n") if line]
-    assert all(e.startswith("data: ") for e in events) and events[-1] == "data: [DONE]"
-    chunks = [json.loads(e[len("data: "):]) for e in events[:-1]]
+    chunks, last = sse(body)
+    assert last == "data: [DONE]"
     assert {(c["object"], c["id"], c["model"]) for c in chunks} == {("chat.completion.chunk", chunks[0]["id"], "m")}
     assert chunks[0]["id"].startswith("chatcmpl-")
     assert chunks[0]["choices"][0]["delta"] == {"role": "assistant", "content": ""}
-    assert "".join(c["choices"][0]["delta"].get("content", "") for c in chunks) == "The answer is 18."
-    assert len(chunks) > 3  # the text came in several pieces
+    # a backend that cannot stream: its answer comes whole, as one piece, once it is done
+    assert [c["choices"][0]["delta"].get("content") for c in chunks[1:-1]] == ["The answer is 18."]
     assert [c["choices"][0]["finish_reason"] for c in chunks] == [None] * (len(chunks) - 1) + ["stop"]
     assert chunks[-1]["usage"]["total_tokens"] == 240
     assert chunks[-1]["divcon"]["subquestions"] == ["How many?", "How much?"]
@@ -216,6 +263,80 @@ def test_the_openai_client_streams_the_same_text():
                                                         messages=[{"role": "user", "content": "How many apples?"}])
         pieces = [c.choices[0].delta.content or "" for c in stream if c.choices]
     assert "".join(pieces) == "The answer is 18."
+
+
+def test_the_solvers_words_reach_the_client_while_it_is_still_writing():
+    """The stub solver stops after its first word until the client has received it: sending the text only once the
+    answer is complete would leave it waiting (``waited == [False]``) and the client's first word late."""
+    question = [{"role": "user", "content": "How many apples?"}]
+    early = None
+    with serving(DRIP) as served:
+        chunks = []
+        for c in client(served).chat.completions.create(model="m", stream=True, messages=question):
+            chunks.append(c)
+            if early is None and c.choices and c.choices[0].delta.content:
+                early = not DripBackend.finished.is_set()
+                DripBackend.go.set()
+        reply = client(served).chat.completions.create(model="m", messages=question)  # the same, not streamed
+    assert early is True and DripBackend.waited == [True]
+    words = [c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content]
+    # the stripped message's text, piece by piece: whitespace waits until a word follows it
+    assert words == ["The", " answer", " is", " 18."]
+    assert "".join(words) == reply.choices[0].message.content == "The answer is 18."
+    assert {(c.id, c.object, c.model) for c in chunks} == {(chunks[0].id, "chat.completion.chunk", "m")}
+    assert chunks[0].choices[0].delta.role == "assistant"
+    assert [c.choices[0].finish_reason for c in chunks] == [None] * (len(chunks) - 1) + ["stop"]
+    assert chunks[-1].usage.model_dump() == reply.usage.model_dump()
+    streamed, plain = chunks[-1].model_extra["divcon"], reply.model_extra["divcon"]
+    assert streamed["answer"] == plain["answer"] == "18" and streamed["subquestions"] == plain["subquestions"]
+    assert [s["cached"] for s in plain["stages"]] == [True, True]  # the streamed calls were logged; this replayed them
+    assert [s["cached"] for s in streamed["stages"]] == [False, False]
+    assert DripBackend.waited == [True]  # the replay called no model
+
+
+@pytest.mark.parametrize("fail, code, says", [
+    (BackendUnavailable("fake server down"), "backend_unavailable", "fake server down"),
+    (KeyError("internal-detail"), "internal_error", "internal server error")])
+def test_a_stream_that_fails_midway_ends_with_an_error_event(fail, code, says):
+    DripBackend.fail = fail
+    DripBackend.go.set()
+    with serving(DRIP) as served:
+        status, _, body = http(f"{served.url}/v1/chat/completions", ask(stream=True))
+        with pytest.raises(openai.APIError, match=says):
+            for _ in client(served).chat.completions.create(model="m", stream=True,
+                                                           messages=[{"role": "user", "content": "Q?"}]):
+                pass
+    chunks, last = sse(body)
+    assert status == 200 and last == "data: [DONE]"  # the stream had begun: the error is its last event
+    assert chunks[1]["choices"][0]["delta"] == {"content": "The"}
+    assert chunks[2]["error"]["code"] == code and says in chunks[2]["error"]["message"] and len(chunks) == 3
+    assert b"internal-detail" not in body and b"Traceback" not in body
+
+
+def test_a_stream_past_its_timeout_ends_with_a_timeout_event():
+    with serving({**DRIP, "timeout": 0.5}) as served:
+        t0 = time.monotonic()
+        status, _, body = http(f"{served.url}/v1/chat/completions", ask(stream=True))
+        assert time.monotonic() - t0 < 2.5  # the timeout, not the solver's 3 s wait
+        assert busy(served) == 1  # the pipeline runs on, still counted against the bound
+        DripBackend.go.set()
+        wait_until(lambda: busy(served) == 0)
+    chunks, last = sse(body)
+    assert status == 200 and last == "data: [DONE]"
+    assert [c["choices"][0]["delta"].get("content") for c in chunks[:-1]] == ["", "The"]
+    assert chunks[-1]["error"]["code"] == "timeout" and chunks[-1]["error"]["type"] == "timeout_error"
+
+
+@pytest.mark.parametrize("config, status, code", [
+    ({"models": {"m": {"mode": "direct", "solver": "fail:down"}}}, 503, "backend_unavailable"),
+    ({"models": {"m": {"mode": "direct", "solver": "fail:rejected"}}}, 400, "request_rejected"),
+    ({"models": {"m": {"mode": "direct", "solver": "gate:m"}}, "timeout": 0.3}, 504, "timeout")])
+def test_a_stream_that_fails_before_its_first_word_gets_a_status_code(config, status, code):
+    with serving(config) as served:
+        got, headers, body = http(f"{served.url}/v1/chat/completions", ask(stream=True))
+        GateBackend.gate.set()
+    assert_error(got, body, status, code)
+    assert headers["content-type"].startswith("application/json")
 
 
 # security and malformed requests --------------------------------------------------------------------------------------

@@ -11,8 +11,8 @@ import importlib.metadata as md
 import re
 from typing import Callable
 
-from divcon.backends.base import (Backend, BackendUnavailable, ChatRequest, Generation, ModelSpec,
-                                  RequestRejected)
+from divcon.backends.base import (Backend, BackendUnavailable, ChatRequest, Generation, ModelSpec, OnText,
+                                  RequestRejected, Streaming, stream_one)
 from divcon.backends.calllog import CallLog
 from divcon.backends.identity import ModelIdentity, resolve_identity
 from divcon.backends.llamacpp import LlamaCppBackend
@@ -108,6 +108,21 @@ class LoggedBackend:
                 results[i] = g
         return results  # type: ignore[return-value]
 
+    def stream(self, request: ChatRequest, on_text: OnText) -> Generation:
+        """One request with its text passed to ``on_text`` as it is generated (see :class:`Streaming`), under the
+        call log's guarantees: a logged answer is replayed (its text as one piece, no model call) and a fresh one is
+        logged when it completes, under the same key as ``generate`` uses, so streamed and non-streamed calls share
+        the cache both ways. A call that fails midway is not logged."""
+        key = self.identity.key
+        gen = self.log.get(key, self.spec, request)
+        if gen is not None:
+            if gen.text:
+                on_text(gen.text)
+            return gen
+        gen = stream_one(self.inner, request, on_text)
+        self.log.put(key, self.spec, request, gen)
+        return gen
+
 
 _LOGS: dict[str, CallLog] = {}
 
@@ -124,4 +139,5 @@ def load_backend(spec: str, log: CallLog | None = None) -> LoggedBackend:
 
 
 __all__ = ["Backend", "BackendUnavailable", "CallLog", "ChatRequest", "Generation", "LoggedBackend", "ModelIdentity",
-           "ModelSpec", "RequestRejected", "load_backend", "register_backend", "validate_spec"]
+           "ModelSpec", "OnText", "RequestRejected", "Streaming", "load_backend", "register_backend", "stream_one",
+           "validate_spec"]

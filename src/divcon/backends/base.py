@@ -2,13 +2,21 @@
 
 Keeping the interface this small is what lets the call log, the cache and the cost accounting wrap any backend
 (local GGUF, OpenAI-compatible server, fine-tuned HF student) without knowing which one it is.
+
+Streaming is an optional extra (:class:`Streaming`): a backend that can hand out its text while it is generated (the
+OpenAI-compatible client, and so the embedded llama-server engine) has a ``stream`` method; a caller that wants the
+text early asks through :func:`stream_one`, which falls back to ``generate`` and hands over the whole text at once for
+every other backend. Either way the caller gets the same :class:`Generation`, so results and costs never depend on
+whether anyone watched the text arrive.
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Callable, Protocol
+from typing import Callable, Protocol, runtime_checkable
+
+OnText = Callable[[str], None]  # receives each piece of generated text as it arrives
 
 
 @dataclass(frozen=True)
@@ -72,6 +80,29 @@ class Backend(Protocol):
     def generate(self, requests: list[ChatRequest]) -> list[Generation]:
         """Answer each request, in order. Implementations may batch or parallelise."""
         ...
+
+
+@runtime_checkable
+class Streaming(Protocol):
+    """A backend that can stream one request's text. Optional: backends that cannot (in-process models, test fakes)
+    just lack the method, and :func:`stream_one` serves them through ``generate``."""
+
+    def stream(self, request: ChatRequest, on_text: OnText) -> Generation:
+        """Answer one request, passing each new piece of its text to ``on_text`` as it arrives (from the calling
+        thread; the pieces concatenate to the returned text), and return what ``generate([request])[0]`` would: the
+        same text, usage, finish reason, error semantics."""
+        ...
+
+
+def stream_one(backend: Backend, request: ChatRequest, on_text: OnText) -> Generation:
+    """One request, its text streamed to ``on_text``: token by token where the backend can stream, else as one piece
+    when the whole generation is done."""
+    if isinstance(backend, Streaming):
+        return backend.stream(request, on_text)
+    gen = backend.generate([request])[0]
+    if gen.text:
+        on_text(gen.text)
+    return gen
 
 
 @dataclass

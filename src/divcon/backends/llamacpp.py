@@ -9,7 +9,7 @@ import time
 from functools import lru_cache
 from pathlib import Path
 
-from divcon.backends.base import ChatRequest, Generation, ModelSpec, RequestRejected
+from divcon.backends.base import ChatRequest, Generation, ModelSpec, OnText, RequestRejected
 from divcon.backends.registry import resolve_gguf
 
 
@@ -127,6 +127,18 @@ class LlamaCppBackend:
                 g.model = self.spec  # priced and recorded as this model, not as the server's
             return gens
         return [self._inproc(req) for req in requests]
+
+    def stream(self, request: ChatRequest, on_text: OnText) -> Generation:
+        """Token by token from the server engine (see :meth:`OpenAIBackend.stream`); ``inproc`` decodes the whole
+        answer first and hands it over as one piece (the same generation either way)."""
+        if self.engine == "server":
+            gen = self.client().stream(request, on_text)
+            gen.model = self.spec
+            return gen
+        gen = self._inproc(request)
+        if gen.text:
+            on_text(gen.text)
+        return gen
 
     def _inproc(self, req: ChatRequest) -> Generation:
         t0 = time.perf_counter()

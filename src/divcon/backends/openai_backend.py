@@ -14,6 +14,13 @@ When the server says how much of the prompt it served from its prompt cache, :at
 it: vLLM (and OpenAI) report ``usage.prompt_tokens_details.cached_tokens``; llama.cpp's server adds a non-standard
 ``timings`` object whose ``cache_n`` is that count (the openai client keeps such unknown fields in ``model_extra``).
 
+:meth:`OpenAIBackend.stream` sends one request with ``stream=True`` and hands each text delta to a callback as it
+arrives; the stream is read while the request holds its slot, so streamed requests count against ``concurrency`` like
+any other, and it returns the same :class:`Generation` as ``generate`` (usage from the final chunk that
+``stream_options={"include_usage": true}`` asks for; a server that sends none gives 0 tokens, as a response without
+``usage`` does). It is retried like any request until its first text has been handed out; a stream that breaks after
+that cannot be retried without repeating text, so it fails at once with :class:`BackendUnavailable`.
+
 Retrying is done here, not by the client (``max_retries=0``): the client's few quick retries give up after ~20 s with
 a huge traceback, while a local server that is restarting or reloading a model needs minutes. So connection errors,
 timeouts, 429 and 5xx are retried with exponential backoff for an *outage budget* of seconds (``outage=``), after
@@ -31,9 +38,9 @@ import threading
 import time
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import Any, Callable
 
-from divcon.backends.base import BackendUnavailable, ChatRequest, Generation, ModelSpec, RequestRejected
+from divcon.backends.base import BackendUnavailable, ChatRequest, Generation, ModelSpec, OnText, RequestRejected
 
 BACKOFF_START_S = 0.5
 BACKOFF_CAP_S = 10.0
@@ -196,14 +203,23 @@ class OpenAIBackend:
             self._slots.release()
         raise BackendUnavailable(f"{self.label}: not sent: another request of the batch failed")
 
-    def _create(self, req: ChatRequest, batch: _Batch) -> tuple[Any, float]:
+    def _params(self, req: ChatRequest) -> dict[str, Any]:
+        return {"model": self.model, "messages": req.message_dicts(), "max_tokens": req.max_tokens,
+                "temperature": req.temperature, "stop": list(req.stop) or None, "seed": req.seed}
+
+    def _create(self, req: ChatRequest, batch: _Batch, send: Callable[[], Any] | None = None) -> tuple[Any, float]:
         """One chat completion, retried through outages until the budget since this request's first failure is spent.
         Returns the response and when its first attempt went on the wire (time waiting for a slot is not the model's).
+        ``send`` makes one attempt instead of a plain create (a streamed request, read to its end under the slot).
 
         Each attempt holds one of the ``concurrency`` slots; the backoff between attempts does not. ``batch.give_up``
         is set when another request of the same batch has failed for good, so that the others stop waiting out their
         own budgets against the same dead server, and queued ones are never sent."""
         import openai
+
+        if send is None:
+            def send() -> Any:
+                return self.client.chat.completions.create(**self._params(req))
 
         started: float | None = None
         first_failure: float | None = None
@@ -212,14 +228,7 @@ class OpenAIBackend:
             self._slot(batch)
             started = time.perf_counter() if started is None else started
             try:
-                return self.client.chat.completions.create(
-                    model=self.model,
-                    messages=req.message_dicts(),
-                    max_tokens=req.max_tokens,
-                    temperature=req.temperature,
-                    stop=list(req.stop) or None,
-                    seed=req.seed,
-                ), started
+                return send(), started
             except openai.APIStatusError as e:
                 code = e.status_code
                 if code in REJECTED_STATUSES:
@@ -274,6 +283,63 @@ class OpenAIBackend:
             model=self.spec,
             finish_reason=choice.finish_reason or "stop",
             cached_tokens=_cached_tokens(resp),
+        )
+
+    def stream(self, req: ChatRequest, on_text: OnText) -> Generation:
+        """One request streamed: each text delta goes to ``on_text`` (on this thread) as the server sends it, and the
+        result is what :meth:`generate` would give for it. Retried like any request until the first delta has been
+        handed out; a stream that breaks (or ends without a finish reason) after that raises
+        :class:`BackendUnavailable` at once, as a retry would repeat text the caller already has."""
+        import openai
+
+        batch = _Batch()
+        handed_out = False
+
+        def send() -> tuple[str, Any, str | None, int]:
+            nonlocal handed_out
+            parts: list[str] = []
+            usage: Any = None
+            finish: str | None = None
+            cached = 0
+            chunks = self.client.chat.completions.create(**self._params(req), stream=True,
+                                                         stream_options={"include_usage": True})
+            try:
+                for chunk in chunks:
+                    usage = chunk.usage or usage  # the last chunk's (OpenAI, vLLM); llama.cpp's carries timings too
+                    cached = max(cached, _cached_tokens(chunk))
+                    for choice in chunk.choices:
+                        if choice.index != 0:
+                            continue
+                        text = choice.delta.content if choice.delta is not None else None
+                        if text:
+                            parts.append(text)
+                            handed_out = True
+                            on_text(text)
+                        finish = choice.finish_reason or finish
+            except openai.APIError as e:
+                if isinstance(e, openai.APIConnectionError) and not handed_out:
+                    raise  # nothing handed out yet: retried like a failed request
+                got = sum(map(len, parts))
+                why = _root_cause(e) if isinstance(e, openai.APIConnectionError) else _server_message(e)
+                raise batch.fail(BackendUnavailable(
+                    f"{self.label}: server {self.base_url} broke off the stream after {got} characters: {why}")) from e
+            finally:
+                chunks.close()
+            if finish is None:
+                raise batch.fail(BackendUnavailable(
+                    f"{self.label}: server {self.base_url} ended the stream without finishing the answer "
+                    f"(after {sum(map(len, parts))} characters)"))
+            return "".join(parts), usage, finish, cached
+
+        (text, usage, finish, cached), t0 = self._create(req, batch, send)
+        return Generation(
+            text=text,
+            tokens_in=usage.prompt_tokens if usage else 0,
+            tokens_out=usage.completion_tokens if usage else 0,
+            seconds=time.perf_counter() - t0,
+            model=self.spec,
+            finish_reason=finish,
+            cached_tokens=cached,
         )
 
     def generate(self, requests: list[ChatRequest]) -> list[Generation]:

@@ -1,6 +1,11 @@
 """The ways to answer a question, as strategy objects behind one interface: single-stage (direct / step by step),
 two-stage static (decompose, then solve in one generation), dynamic (self-ask style: subquestion, answer, next
-subquestion ...), and routed (``auto``: ask first whether to decompose, then one of the first two)."""
+subquestion ...), and routed (``auto``: ask first whether to decompose, then one of the first two).
+
+``run(..., on_text=f)`` streams the answer: the one generation whose text becomes ``final_output`` (single-stage's
+answer, the two-stage solver's, dynamic's closing answer, the chosen route's) goes through the backend's streaming
+path, handing its text to ``f`` as it is generated; every other call (decomposition, routing, dynamic's rounds) runs
+as usual before it. The result is the same as without ``on_text``: same calls, same call-log keys, same usage."""
 
 from __future__ import annotations
 
@@ -8,7 +13,7 @@ import hashlib
 import json
 from dataclasses import dataclass, replace
 
-from divcon.backends import ChatRequest, Generation, LoggedBackend
+from divcon.backends import ChatRequest, Generation, LoggedBackend, OnText, stream_one
 from divcon.pipeline import prompts as P
 from divcon.pipeline.result import PipelineResult
 from divcon.tasks.base import Example
@@ -66,24 +71,28 @@ class Strategy:
         return ChatRequest.of(messages, max_tokens=max_tokens, temperature=c.temperature if sample else 0.0,
                               seed=c.seed if sample else 0, stop=stop)
 
-    def _call(self, backend: LoggedBackend, request: ChatRequest) -> Generation:
-        return backend.generate([request])[0]
+    def _call(self, backend: LoggedBackend, request: ChatRequest, on_text: OnText | None = None) -> Generation:
+        """One call; with ``on_text``, streamed (only ever the call that writes the final output)."""
+        if on_text is None:
+            return backend.generate([request])[0]
+        return stream_one(backend, request, on_text)
 
-    def run(self, ex: Example, family: str) -> PipelineResult:
+    def run(self, ex: Example, family: str, on_text: OnText | None = None) -> PipelineResult:
+        """Answer one question; ``on_text`` receives the final output's text as it is generated (module docstring)."""
         raise NotImplementedError
 
 
 class SingleStage(Strategy):
     """One model answers directly (``direct``) or step by step (``cot``)."""
 
-    def run(self, ex: Example, family: str) -> PipelineResult:
+    def run(self, ex: Example, family: str, on_text: OnText | None = None) -> PipelineResult:
         c = self.config
         if c.mode in ("cot", "auto"):  # auto: the question was routed here
             req = self._req(P.solve_messages(ex.question, ex.context, family, None, c.shots), c.solve_tokens,
                             sample=True)
         else:
             req = self._req(P.direct_messages(ex.question, ex.context, family, c.shots), c.direct_tokens)
-        gen = self._call(self.solver, req)
+        gen = self._call(self.solver, req, on_text)
         r = PipelineResult(mode=c.mode, outputs={"solve": gen.text}, final_output=gen.text)
         r.record("solve", gen)
         return r
@@ -101,11 +110,11 @@ class TwoStage(Strategy):
         gen = self._call(self.decomposer, req)
         return P.parse_subquestions(gen.text, c.max_subquestions), gen
 
-    def run(self, ex: Example, family: str) -> PipelineResult:
+    def run(self, ex: Example, family: str, on_text: OnText | None = None) -> PipelineResult:
         c = self.config
         subs, dgen = self.decompose(ex, family)
         sgen = self._call(self.solver, self._req(
-            P.solve_messages(ex.question, ex.context, family, subs, c.shots, c.solve_style), c.solve_tokens))
+            P.solve_messages(ex.question, ex.context, family, subs, c.shots, c.solve_style), c.solve_tokens), on_text)
         r = PipelineResult(mode="two-stage", subquestions=subs,
                            outputs={"decompose": dgen.text, "solve": sgen.text}, final_output=sgen.text)
         r.record("decompose", dgen)
@@ -116,7 +125,7 @@ class TwoStage(Strategy):
 class Dynamic(Strategy):
     """Self-ask style: rounds of (next subquestion, its answer), then one closing answer. The cost baseline."""
 
-    def run(self, ex: Example, family: str) -> PipelineResult:
+    def run(self, ex: Example, family: str, on_text: OnText | None = None) -> PipelineResult:
         c = self.config
         r = PipelineResult(mode="dynamic")
         pairs: list[tuple[str, str]] = []
@@ -138,7 +147,7 @@ class Dynamic(Strategy):
             pairs.append((subs[0], gen.text.strip()))
             transcript.append(f"[solver] {gen.text.strip()}")
         gen = self._call(self.solver, self._req(P.final_messages(ex.question, ex.context, family, pairs, c.shots),
-                                                c.solve_tokens))
+                                                c.solve_tokens), on_text)  # the rounds are over: only this one streams
         r.record("solve", gen)
         transcript.append(f"[solver] {gen.text.strip()}")
         r.outputs = {"transcript": "\n".join(transcript), "solve": gen.text}
@@ -151,12 +160,12 @@ class Routed(Strategy):
     "direct" sends it to the solver's step-by-step prompt, anything else to two-stage. The routing call is logged as
     its own stage, so its cost is counted."""
 
-    def run(self, ex: Example, family: str) -> PipelineResult:
+    def run(self, ex: Example, family: str, on_text: OnText | None = None) -> PipelineResult:
         c = self.config
         gen = self._call(self.decomposer, self._req(P.route_messages(ex.question, ex.context, family),
                                                     c.route_tokens))
         route = P.parse_route(gen.text)
-        r = (SingleStage if route == "direct" else TwoStage)(c, self.solver, self.decomposer).run(ex, family)
+        r = (SingleStage if route == "direct" else TwoStage)(c, self.solver, self.decomposer).run(ex, family, on_text)
         r.mode = "auto"
         r.outputs = {"route": gen.text, **r.outputs}
         r.record("route", gen)
@@ -177,10 +186,11 @@ class Pipeline:
         self.decomposer = decomposer or solver
         self.strategy = STRATEGIES[config.mode](config, self.solver, self.decomposer)
 
-    def run_one(self, ex: Example, family: str) -> PipelineResult:
+    def run_one(self, ex: Example, family: str, on_text: OnText | None = None) -> PipelineResult:
+        """Answer one question; with ``on_text``, its final output is streamed to it as it is generated."""
         if not ex.question or not ex.question.strip():
             raise ValueError(f"example {ex.id!r} has an empty question")
-        return self.strategy.run(ex, family)
+        return self.strategy.run(ex, family, on_text)
 
     def run(self, examples: list[Example], family: str) -> list[PipelineResult]:
         return [self.run_one(ex, family) for ex in examples]

@@ -25,9 +25,13 @@ class ApiError(Exception):
         self.headers = headers
 
 
+def error_body(status: int, message: str, code: str | None) -> dict:
+    """The error object, also sent as the last event of a stream that fails after it has begun."""
+    return {"error": {"message": message, "type": TYPES.get(status, "server_error"), "param": None, "code": code}}
+
+
 def error_response(status: int, message: str, code: str | None, headers: dict[str, str] | None = None) -> JSONResponse:
-    body = {"error": {"message": message, "type": TYPES.get(status, "server_error"), "param": None, "code": code}}
-    return JSONResponse(body, status_code=status, headers=headers)
+    return JSONResponse(error_body(status, message, code), status_code=status, headers=headers)
 
 
 def _validation_message(e: RequestValidationError) -> tuple[str, str]:

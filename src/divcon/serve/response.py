@@ -4,18 +4,22 @@ and per model. ``usage`` counts every token of every stage and model, so an appl
 the answer really cost. Dollars are null for a model with no price (never a made-up $0), and so is any total that
 includes one.
 
-Streaming is honest about what it is: divcon's backends do not stream tokens, so the whole pipeline runs first and
-its final text is then sent as a series of well-formed ``chat.completion.chunk`` events (one per word), the last
-carrying ``finish_reason``, ``usage`` and the extras, then ``data: [DONE]``. A client's streaming code works; the
-first word arrives when the answer is complete.
+Streaming (``stream: true``) sends the solver's answer as it is generated: the pipeline runs as usual (same
+admission, timeout and calls), and the one generation that writes the final output (see
+:mod:`divcon.pipeline.pipelines`) streams its tokens into ``chat.completion.chunk`` events: first the role, then
+the text pieces as the model produces them, then one chunk carrying ``finish_reason``, ``usage`` and the extras, then
+``data: [DONE]``. So the first word arrives once the decomposition is done and the solver starts writing. A backend
+that cannot stream, and an answer replayed from the call log, arrive as one piece. The pieces concatenate to exactly
+the non-streamed message (:class:`Trim`). Nothing is sent before the first piece of text, so a request refused,
+failing or timing out before it gets the same status code as a non-streamed one; a failure after it (the timeout still
+bounds the whole request) is sent as an OpenAI error event (``data: {"error": {...}}``, which the ``openai`` client
+raises as ``APIError``), then ``data: [DONE]``.
 """
 
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import asdict
-from typing import Iterator
 
 from divcon.cost import Price, price_of
 from divcon.pipeline import PipelineResult
@@ -74,17 +78,48 @@ def _event(data: dict | str) -> str:
     return f"data: {data if isinstance(data, str) else json.dumps(data)}\n\n"
 
 
-def chunks(body: dict) -> Iterator[str]:
-    """A finished completion as server-sent events in OpenAI's chunk format; the deltas concatenate to its text."""
-    head = {"id": body["id"], "object": "chat.completion.chunk", "created": body["created"], "model": body["model"]}
-    choice = body["choices"][0]
+class Trim:
+    """Passes on a model's text pieces so that they concatenate to ``text.strip()``, which is what the non-streamed
+    message holds: whitespace before the first visible character is dropped, and whitespace is held back until
+    visible text follows it, so whitespace at the end is never sent. ``sent`` is everything passed on so far."""
 
-    def chunk(delta: dict, finish_reason: str | None = None) -> dict:
-        return {**head, "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}]}
+    def __init__(self) -> None:
+        self.sent = ""
+        self._held = ""
 
-    yield _event(chunk({"role": "assistant", "content": ""}))
-    for word in re.split(r"(?<=\s)(?=\S)", choice["message"]["content"]):
-        if word:
-            yield _event(chunk({"content": word}))
-    yield _event({**chunk({}, choice["finish_reason"]), "usage": body["usage"], "divcon": body["divcon"]})
-    yield _event("[DONE]")
+    def feed(self, piece: str) -> str:
+        if not self.sent:
+            piece = piece.lstrip()
+        body = piece.rstrip()
+        if not body:
+            self._held += piece
+            return ""
+        out, self._held = self._held + body, piece[len(body):]
+        self.sent += out
+        return out
+
+
+class Chunks:
+    """The server-sent events of one streamed completion, in OpenAI's ``chat.completion.chunk`` format."""
+
+    def __init__(self, request_id: str, created: int, model: str):
+        self.head = {"id": request_id, "object": "chat.completion.chunk", "created": created, "model": model}
+
+    def _chunk(self, delta: dict, finish_reason: str | None = None) -> dict:
+        return {**self.head, "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}]}
+
+    def start(self) -> str:
+        return _event(self._chunk({"role": "assistant", "content": ""}))
+
+    def text(self, piece: str) -> str:
+        return _event(self._chunk({"content": piece}))
+
+    def end(self, reply: dict) -> str:
+        """The last chunk (finish reason, usage, extras of the finished ``completion``) and the end of the stream."""
+        last = {**self._chunk({}, reply["choices"][0]["finish_reason"]), "usage": reply["usage"],
+                "divcon": reply["divcon"]}
+        return _event(last) + _event("[DONE]")
+
+    def error(self, body: dict) -> str:
+        """A failure after the stream began (an ``errors.error_body``), and the end of the stream."""
+        return _event(body) + _event("[DONE]")
