@@ -11,8 +11,8 @@ Steps, each skipped when its output already exists, so the benchmark resumes acr
 1. teacher traces on the training split, K samples per question by both routes (decompose + solve, and
    step-by-step single-stage), scored against gold;
 2. SD-T / SD-R / SD-route / SE-T / SE-A training sets;
-3. LoRA fine-tuning of the student on each (adapters are small and kept in --out), exported to a llama.cpp LoRA
-   GGUF so the students decode with llama.cpp;
+3. LoRA fine-tuning of the student on each (adapters are small and kept in --out); the students decode with
+   llama.cpp, ``lora=<adapter folder>`` deriving each one's LoRA GGUF once into the cache;
 4. evaluation on a fixed subset of the evaluation split: T single-stage, T/T, untrained-S/T, SD-T/T, SD-R/T,
    SD-route/T, T/SE-T, T/SE-A, as grid cells run round-robin in chunks of ``--chunk`` questions so that a run cut
    short leaves every row at about the same n;
@@ -30,7 +30,6 @@ from pathlib import Path
 from tqdm import tqdm
 
 from divcon.distill.build import build_dataset, route_of
-from divcon.distill.export import export_lora_gguf
 from divcon.distill.generate import SAMPLED_TEMPERATURE, generate_traces
 from divcon.distill.train import TrainConfig, train
 from divcon.experiments.grid import Cell, Grid, file_status, run_round_robin, write_grid_json
@@ -46,14 +45,14 @@ BASELINE = "T/T"
 
 def cells(task: str, teacher: str, student: str, students: Path, test_n: int) -> list[Cell]:
     """The rows of the paper's Table 1 that this benchmark covers, plus single-stage T and the router student, as
-    grid cells. Students run on llama.cpp (their LoRA exported to GGUF on the base the untrained row uses) and are
+    grid cells. Students run on llama.cpp (their LoRA, as GGUF, on the base the untrained row uses) and are
     served the bare prompt they were trained on: no demonstrations in a student's own stage (decompose_shots=0 for
     a decomposer, shots=0 for a solver); the teacher's stages keep the tuned defaults."""
-    lora = {v: f"{student},lora={students / v / 'lora.gguf'}" for v in VARIANTS}
+    lora = {v: f"{student},lora={students / v}" for v in VARIANTS}
     bare_decomposer, bare_solver = {"decompose_shots": 0}, {"shots": 0}
 
     def cell(label: str, mode: str, dec: str | None, sol: str, pipeline: dict, variant: str | None = None) -> Cell:
-        requires = (str(students / variant / "lora.gguf"),) if variant else ()
+        requires = (str(students / variant / "adapter_model.safetensors"),) if variant else ()
         return Cell(task=task, split=None, limit=test_n, shuffle_seed=None, mode=mode, decomposer=dec, solver=sol,
                     label=label, requires=requires, pipeline=pipeline)
 
@@ -179,8 +178,6 @@ def main() -> None:
             if not (out / "students" / v / "divcon_train.json").exists():
                 train(TrainConfig(base=args.student, data=str(out / "data" / f"{v}.jsonl"),
                                   out=str(out / "students" / v), epochs=args.epochs, max_len=max_len[v[:2]]))
-            if not (out / "students" / v / "lora.gguf").exists():
-                export_lora_gguf(out / "students" / v)
         if args.test_n and not stop.out_of_time():
             runs = out / "runs"
             write_grid_json(runs, Grid(grid, baseline=BASELINE), [file_status(c, runs) for c in grid], None)

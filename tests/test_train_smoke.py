@@ -1,5 +1,6 @@
 """Real LoRA training of SmolLM2-135M on a tiny decomposer set: the loss falls, the prompt is masked out of the loss,
-the adapter is saved with its report files, and it serves through the ``hf:`` backend.
+the adapter is saved with its report files (and no derivable copies), and it serves through the ``hf:`` backend and,
+from the same folder, through llama.cpp.
 
 Slow (about 1-3 minutes on 2 CPU cores; the first run also converts the GGUF to an HF folder under DIVCON_CACHE,
 which is reused when that variable is already set).
@@ -65,9 +66,10 @@ def test_lora_smoke(cache, tmp_path):
     assert sum(losses[-2:]) / 2 < losses[0] * 0.5, losses
     assert s["masked_tokens"] > s["trained_tokens"] > 0  # the prompt is longer than the target and is masked
     assert s["examples_training_eos"] == 16  # every target teaches the end-of-turn token
-    for name in ("adapter_config.json", "adapter_model.safetensors", "tokenizer_config.json", "divcon_train.json",
-                 "loss.png"):
+    for name in ("adapter_config.json", "adapter_model.safetensors", "divcon_train.json", "loss.png"):
         assert (out / name).exists(), name
+    for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja", "lora.gguf"):
+        assert not (out / name).exists(), name  # derivable from the base or the adapter: not kept in the folder
     base = json.loads((out / "adapter_config.json").read_text())["base_model_name_or_path"]
     # an embedded base is named by its alias, never by this machine's cache folder (adapters get committed)
     assert base == "smollm2-135m" and "/" not in (out / "README.md").read_text().split("base_model:")[1].split()[0]
@@ -76,25 +78,29 @@ def test_lora_smoke(cache, tmp_path):
           f"{s['seconds_per_step']:.2f} s/step, peak RSS {s['peak_rss_mb']:.0f} MB, losses {losses}")
 
     msgs = P.decompose_messages("Ana has 5 pens and buys 7 more. How many pens does Ana have now?", None, "math")
-    gen = load_backend(f"hf:{out}").generate([ChatRequest.of(msgs, max_tokens=48)])[0]
+    gen = load_backend(f"hf:{out}").generate([ChatRequest.of(msgs, max_tokens=48)])[0]  # with the base's tokenizer
     assert gen.text.strip()
     assert P.parse_subquestions(gen.text), gen.text  # it learned the numbered subquestion form
 
-    # the same adapter exported for llama.cpp, on the GGUF the HF base was converted from, says what the HF student
-    # says, and the untrained base does not: the export carries the learned change, not just a loadable file
+    # the same adapter served by llama.cpp from its folder (its GGUF derived into the cache), on the GGUF the HF base
+    # was converted from, says what the HF student says, and the untrained base does not: the export carries the
+    # learned change, not just a loadable file
     pytest.importorskip("llama_cpp")
     from typer.testing import CliRunner
 
     from divcon.cli import app
+    from divcon.distill.export import derived_lora_gguf
 
-    res = CliRunner().invoke(app, ["distill", "export", str(out)])
-    assert res.exit_code == 0, res.output
-    spec = f"llamacpp:smollm2-135m,lora={out / 'lora.gguf'}"
-    assert spec in res.output.replace("\n", "")
+    spec = f"llamacpp:smollm2-135m,lora={out}"
     req = [ChatRequest.of(msgs, max_tokens=48)]
     first = [load_backend(s).generate(req)[0].text.strip().splitlines()[0] for s in (spec, "llamacpp:smollm2-135m")]
     assert first[0] == gen.text.strip().splitlines()[0], (first, gen.text)
     assert first[1] != first[0]
+    # `divcon distill export` still writes that very GGUF as a standalone file, and prints the spec serving it
+    res = CliRunner().invoke(app, ["distill", "export", str(out), "--out", str(tmp_path / "student.gguf")])
+    assert res.exit_code == 0, res.output
+    assert f"llamacpp:smollm2-135m,lora={tmp_path / 'student.gguf'}" in res.output.replace("\n", "")
+    assert (tmp_path / "student.gguf").read_bytes() == derived_lora_gguf(out).read_bytes()
 
 
 def test_training_resumes_from_checkpoint(cache, tmp_path, monkeypatch):

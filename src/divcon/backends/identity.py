@@ -1,11 +1,19 @@
 """What a model *is*, as opposed to how it was spelled: the key of the call cache and of the resume check.
 
-A spec string is not an identity. ``lora=runs/x/lora.gguf`` names different weights in two checkouts and the same
+A spec string is not an identity. ``lora=runs/x/adapter`` names different weights in two checkouts and the same
 weights after ``cd``; an adapter retrained at the same path is new weights under an old name; ``smollm2-135m`` and
 ``llamacpp:smollm2-135m`` are one model. So every spec is resolved once, when its backend is loaded, to a
 :class:`ModelIdentity`: the backend kind, the model name where a server names it, the sha256 of every weight file
 (model, LoRA, adapter folder), and the options that change outputs (an API's base URL). Two specs share cached
 outputs exactly when their identities are equal.
+
+``llamacpp:<base>,lora=<folder>`` names a PEFT adapter folder (what ``divcon distill train`` writes), whose llama.cpp
+GGUF is derived from it on first use into the cache (see :func:`divcon.distill.export.derived_lora_gguf`). Its identity
+is the adapter's own content, :func:`lora_adapter_digest` (the sha256 of ``adapter_model.safetensors`` and
+``adapter_config.json``), role ``lora_adapter``: the same before and after the GGUF was derived, and never the digest
+of the derived file, which is a function of those two files. A ``lora=`` naming a ``.gguf`` file is identified by that
+file's digest (role ``lora``), so an adapter served from its folder and the same adapter exported by hand are two
+identities that happen to give the same outputs (the call cache does not share them).
 
 Hashing a 1 GB GGUF takes seconds, so a file's digest is remembered against (path, size, mtime, ctime, inode) in the
 call log's database: a file swapped or rewritten under the same path changes its ctime and inode, so it is hashed
@@ -79,6 +87,24 @@ def folder_digest(folder: Path, memo: "CallLog | None" = None) -> str:
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
 
+# The files of a PEFT adapter folder that its llama.cpp GGUF is derived from (divcon.distill.export).
+LORA_ADAPTER_FILES = ("adapter_model.safetensors", "adapter_config.json")
+
+
+def lora_adapter_digest(folder: Path, memo: "CallLog | None" = None) -> str:
+    """The identity of a LoRA adapter folder served by llama.cpp: one sha256 over the files its GGUF is derived from.
+    Also the content address of the derived GGUF in the cache, so a retrained adapter gets a new file."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"LoRA adapter folder not found: {folder}")
+    missing = [name for name in LORA_ADAPTER_FILES if not (folder / name).is_file()]
+    if missing:
+        raise FileNotFoundError(f"lora={folder} is not a LoRA adapter folder: {' and '.join(missing)} missing "
+                                "(expected a folder written by `divcon distill train`, or a .gguf file)")
+    blob = json.dumps([[name, file_digest(folder / name, memo)] for name in LORA_ADAPTER_FILES])
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+
 def _embedded_alias(sha: str) -> str | None:
     return next((a for a, m in EMBEDDED.items() if m.sha256 == sha), None)
 
@@ -100,8 +126,11 @@ def _llamacpp(spec: ModelSpec, memo: "CallLog | None") -> ModelIdentity:
             lookup(spec.name)  # raises the 'unknown alias' error with the list of known ones
         sha = file_digest(_existing(spec.name, "GGUF file"), memo)
     files = [("model", sha)]
-    if spec.options.get("lora"):
-        files.append(("lora", file_digest(_existing(spec.options["lora"], "LoRA GGUF"), memo)))
+    lora = spec.options.get("lora")
+    if lora and Path(lora).is_dir():  # a PEFT adapter folder: its content, whether or not its GGUF was derived yet
+        files.append(("lora_adapter", lora_adapter_digest(Path(lora), memo)))
+    elif lora:
+        files.append(("lora", file_digest(_existing(lora, "LoRA GGUF"), memo)))
     return ModelIdentity("llamacpp", files=tuple(files), alias=_embedded_alias(sha))
 
 

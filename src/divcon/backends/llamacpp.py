@@ -59,7 +59,8 @@ class LlamaCppBackend:
 
     OPTIONS = {"ctx": "context length in tokens, per sequence (default 4096)",
                "threads": "CPU threads (default: all cores)",
-               "lora": "a LoRA adapter GGUF applied on load",
+               "lora": "a LoRA applied on load: an adapter GGUF, or the adapter folder `divcon distill train` "
+                       "wrote (its GGUF is derived once into the cache)",
                "engine": "server (llama.cpp's batching server; default where built) | inproc (llama-cpp-python)",
                "slots": f"sequences the server engine decodes at once (default {DEFAULT_SLOTS})"}
 
@@ -75,7 +76,11 @@ class LlamaCppBackend:
                                      "a whole number >= 256"))
         self.n_threads = int(spec.number("threads", os.cpu_count() or 2, int, lambda v: v >= 1, "a whole number >= 1"))
         self.lora = spec.options.get("lora")
-        if self.lora and not Path(self.lora).exists():
+        if self.lora and Path(self.lora).is_dir():  # a PEFT adapter folder: its GGUF, derived once into the cache
+            from divcon.distill.export import derived_lora_gguf
+
+            self.lora = str(derived_lora_gguf(Path(self.lora)))
+        elif self.lora and not Path(self.lora).exists():
             raise FileNotFoundError(f"LoRA GGUF not found: {self.lora}")
         have_server = server_binary() is not None
         self.engine = spec.options.get("engine") or ("server" if have_server else "inproc")

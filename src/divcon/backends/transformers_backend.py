@@ -1,8 +1,9 @@
 """Hugging Face models through transformers (+ an optional PEFT LoRA adapter): how fine-tuned students are served.
 
 ``hf:/path/to/dir`` loads a model folder; when the folder is a PEFT adapter (it has adapter_config.json) its base
-model is loaded first and the adapter applied. ``hf:<alias>`` uses an embedded model converted once from its GGUF
-to a regular HF folder in the cache. Option ``adapter=/path`` applies an adapter on top of any base.
+model is loaded first and the adapter applied, with the base's tokenizer (see :func:`tokenizer_source`).
+``hf:<alias>`` uses an embedded model converted once from its GGUF to a regular HF folder in the cache. Option
+``adapter=/path`` applies an adapter on top of any base.
 """
 
 from __future__ import annotations
@@ -51,6 +52,14 @@ def resolve_base(name: str) -> Path:
     return p
 
 
+def tokenizer_source(base: str, adapter: str | None) -> str:
+    """Where a student's tokenizer and chat template come from: the adapter folder where it holds a copy (adapters
+    trained before ``divcon distill train`` stopped saving one), else the base model, which is what that copy was."""
+    if adapter and (Path(adapter) / "tokenizer_config.json").exists():
+        return adapter
+    return base
+
+
 _DECODE = threading.Lock()  # one generate at a time: torch on a CPU gains nothing from two side by side
 
 
@@ -59,7 +68,7 @@ def _load(base: str, adapter: str | None):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(adapter or base)
+    tok = AutoTokenizer.from_pretrained(tokenizer_source(base, adapter))
     model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
     if adapter:
         from peft import PeftModel

@@ -120,7 +120,8 @@ def train(
               f"{s['total_seconds']:.0f}", f"{s['peak_rss_mb']:.0f}",
               f"{s['final_loss']:.4f}" if s["final_loss"] is not None else "-")
     console.print(t)
-    console.print(f"adapter: {out}  (serve with --decomposer hf:{out.resolve()})")
+    llamacpp = f"llamacpp:{s['base_alias']},lora={out} or " if s.get("base_alias") else ""
+    console.print(f"adapter: {out}  (serve with --decomposer {llamacpp}hf:{out.resolve()})")
 
 
 @app.command()
@@ -129,7 +130,8 @@ def export(
     out: Optional[Path] = typer.Option(None, help="GGUF file to write (default <adapter>/lora.gguf)."),
 ) -> None:
     """Export a student's LoRA as a llama.cpp adapter GGUF: it then decodes with llama.cpp on its embedded base,
-    several times faster on CPU than through transformers."""
+    several times faster on CPU than through transformers. Only for a standalone file: llamacpp:<alias>,lora=<adapter
+    folder> derives the same GGUF itself, once, into the cache."""
     from divcon.distill.export import ExportError, export_lora_gguf
 
     if not (adapter / "adapter_config.json").exists():

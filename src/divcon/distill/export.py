@@ -5,6 +5,10 @@ base weights llama.cpp runs are the very weights the adapter was trained against
 writing. That is much smaller and simpler than merging into a new full GGUF: llama.cpp applies the adapter at load
 time (``llamacpp:<alias>,lora=<file>``).
 
+The GGUF is derived, not kept: ``llamacpp:<alias>,lora=<adapter folder>`` makes it on first use into
+``<cache>/loras/<digest>.gguf`` (:func:`derived_lora_gguf`), addressed by the adapter's content, so a committed student
+is its PEFT adapter alone. ``divcon distill export`` writes the same file wherever asked.
+
 The file layout follows llama.cpp's own converter (convert_lora_to_gguf.py): ``general.type = adapter``,
 ``adapter.type = lora``, ``adapter.lora.alpha``, and per target tensor ``<gguf name>.lora_a`` (rank x in) and
 ``.lora_b`` (out x rank). llama.cpp scales by alpha / rank, as PEFT does. For the llama architecture the GGUF
@@ -15,6 +19,8 @@ permutation of B, so only B is permuted.
 from __future__ import annotations
 
 import json
+import os
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -33,14 +39,32 @@ def _permute(w: np.ndarray, n_head: int) -> np.ndarray:
 
 
 def base_config(adapter_cfg: dict, alias: str) -> dict:
-    """The base model's HF config: from the folder the adapter names, else re-made from the alias it was trained
-    on (a fresh machine has no copy of the converted base yet)."""
+    """The base model's HF config: from the folder the adapter names, else the fields the export needs read from the
+    metadata of the GGUF it was trained on (a fresh machine has no converted HF copy of the base, and making one
+    would load torch and write the whole model in float32 just to read four numbers)."""
     base = Path(adapter_cfg.get("base_model_name_or_path") or "")
-    if not (base / "config.json").exists():
-        from divcon.backends.transformers_backend import resolve_base
+    if (base / "config.json").exists():
+        return json.loads((base / "config.json").read_text(encoding="utf-8"))
+    return gguf_config(alias)
 
-        base = resolve_base(alias)
-    return json.loads((base / "config.json").read_text(encoding="utf-8"))
+
+def gguf_config(alias: str) -> dict:
+    """The HF config fields the export reads, from an embedded model's GGUF metadata (convert_hf_to_gguf wrote them
+    there from the same config.json; the GGUF architecture names are the HF model types of :data:`ARCHS`)."""
+    import gguf
+
+    from divcon.backends.registry import resolve_gguf
+
+    reader = gguf.GGUFReader(str(resolve_gguf(alias)))
+
+    def value(key: str):
+        field = reader.get_field(key)
+        return field.contents() if field is not None else None
+
+    arch = value(gguf.Keys.General.ARCHITECTURE)
+    return {"model_type": arch, "num_hidden_layers": value(f"{arch}.block_count"),
+            "num_attention_heads": value(f"{arch}.attention.head_count"),
+            "num_key_value_heads": value(f"{arch}.attention.head_count_kv")}
 
 
 def base_alias(adapter_dir: Path) -> str:
@@ -110,3 +134,36 @@ def export_lora_gguf(adapter_dir: Path, out: Path | None = None) -> tuple[Path, 
     writer.write_tensors_to_file()
     writer.close()
     return out, f"llamacpp:{alias},lora={out}"
+
+
+def derived_lora_gguf(adapter_dir: Path) -> Path:
+    """The llama.cpp GGUF of a PEFT adapter folder, exported on first use into ``<cache>/loras/<digest>.gguf`` and
+    reused afterwards. ``digest`` is the first 16 hex digits of the adapter's identity
+    (:func:`divcon.backends.identity.lora_adapter_digest`, over adapter_model.safetensors and adapter_config.json), so
+    an adapter retrained into the same folder gets a new file. Written to a temp file and renamed into place: two
+    processes deriving it at once each write their own and never see a half-written one. Errors are one line naming
+    the folder."""
+    from divcon.backends.identity import lora_adapter_digest
+    from divcon.paths import cache_dir
+
+    adapter_dir = Path(adapter_dir)
+    digest = lora_adapter_digest(adapter_dir)  # FileNotFoundError naming the folder and the missing files
+    out = cache_dir() / "loras" / f"{digest[:16]}.gguf"
+    if out.is_file():
+        return out
+    try:
+        import gguf  # noqa: F401
+        import safetensors  # noqa: F401
+    except ImportError as e:
+        raise ExportError(f"lora={adapter_dir}: deriving its llama.cpp GGUF needs the {e.name} package (pip install "
+                          "-e '.[train]'), or point lora= at a .gguf file made by `divcon distill export`") from None
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f"{out.stem}.{os.getpid()}.{threading.get_ident()}.tmp")
+    try:
+        export_lora_gguf(adapter_dir, tmp)
+        os.replace(tmp, out)
+    except ExportError as e:
+        raise ExportError(f"lora={adapter_dir}: cannot derive its llama.cpp GGUF: {e}") from None
+    finally:
+        tmp.unlink(missing_ok=True)
+    return out

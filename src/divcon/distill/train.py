@@ -5,9 +5,12 @@ Loss is on the assistant turn only: each chat example is split into a prompt ([s
 works with any chat template; trl's ``assistant_only_loss`` instead needs ``{% generation %}`` markers that the
 embedded models' templates lack. :func:`check_labels` verifies the masking on the prepared data before training.
 
-The output folder is a PEFT adapter whose ``adapter_config.json`` points at the base model's absolute path, plus the
-tokenizer, so ``load_backend("hf:<out>")`` serves the student directly. Alongside: ``divcon_train.json`` (config,
-sizes, time, peak memory, losses), ``train_log.jsonl`` (one line per logging step) and ``loss.png``.
+The output folder is a PEFT adapter whose ``adapter_config.json`` names the base model (its alias, or the absolute
+path of a model folder), so ``load_backend("hf:<out>")`` serves the student directly with the base's tokenizer, and
+``llamacpp:<alias>,lora=<out>`` derives its llama.cpp GGUF on first use
+(:func:`divcon.distill.export.derived_lora_gguf`). Nothing derivable is saved into it (no tokenizer copy, no GGUF):
+the folder is what gets committed. Alongside: ``divcon_train.json`` (config, sizes, time, peak memory, losses),
+``train_log.jsonl`` (one line per logging step) and ``loss.png``.
 
 Training on a CPU takes tens of minutes, longer than a session may have left, so it checkpoints every ``save_steps``
 into ``<out>/checkpoints`` (adapter, optimizer, scheduler, RNG and data position) and a re-run with the same config
@@ -165,8 +168,7 @@ def train(cfg: TrainConfig) -> dict:
     t_train = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=resume)
     train_seconds = time.perf_counter() - t_train
-    trainer.model.save_pretrained(str(out))
-    tok.save_pretrained(str(out))
+    trainer.model.save_pretrained(str(out))  # the adapter only: the tokenizer is the base's, unchanged but for pad
     adapter_cfg_path = out / "adapter_config.json"
     adapter_cfg = json.loads(adapter_cfg_path.read_text(encoding="utf-8"))
     # An embedded base is named by its alias, not by this machine's cache folder: the adapter then loads on any

@@ -13,7 +13,7 @@ names, one per prompt family::
     models:
       divcon-math:
         mode: two-stage                 # direct | cot (single-stage) | two-stage | dynamic | auto
-        decomposer: llamacpp:smollm2-135m,lora=reports/bench_distill/students/sd-r/lora.gguf
+        decomposer: llamacpp:smollm2-135m,lora=reports/bench_distill/students/sd-r
         solver: llamacpp:qwen2.5-1.5b
         family: math                    # math | reading | openqa
         pipeline: {decompose_shots: 0}  # PipelineConfig fields; a trained student needs no worked examples
