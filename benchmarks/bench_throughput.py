@@ -16,9 +16,12 @@ divcon's own share of each question's wall time (everything that is not a model 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import re
 from pathlib import Path
 
+from divcon.backends.engine import server_binary
 from divcon.evaluate import busy_seconds, evaluate
 from divcon.experiments.stats import bootstrap_ci
 from divcon.paths import cache_dir
@@ -27,7 +30,8 @@ from divcon.runner import StopWhen
 from divcon.runs import read_records, write_json
 
 TEACHER = "llamacpp:qwen2.5-1.5b"
-STUDENT_SDR = "llamacpp:smollm2-135m,lora=reports/bench_distill/students/sd-r/lora.gguf"
+STUDENT_SDR = "llamacpp:smollm2-135m,lora=reports/bench_distill/students/sd-r"
+DEFAULT_OUT = Path("reports/bench_throughput")
 ROWS = {"T/T": (TEACHER, TEACHER), "SD-R/T": (STUDENT_SDR, TEACHER)}
 
 
@@ -41,12 +45,44 @@ def run_dir(out: Path, row: str, setting: str) -> Path:
     return out / "runs" / row.replace("/", "-") / setting
 
 
+def build_stamp(setting: str) -> dict:
+    """The llama.cpp build a setting runs on: the CPU kernels the in-process library was compiled with (its own
+    system info), or the CMake flags scripts/setup.sh stamped beside llama-server. Kept in each run dir so a resumed
+    run never continues on another build and the report can say which build made each number."""
+    if setting == "seq":
+        import llama_cpp
+
+        info = llama_cpp.llama_print_system_info().decode()
+        return {"engine": "inproc", "kernels": sorted(re.findall(r"\b(AVX\w*|AMX\w*) = 1", info))}
+    server = server_binary()
+    stamp = server.with_name(server.name + ".cmake-args") if server else None
+    flags = stamp.read_text() if stamp and stamp.is_file() else ""
+    return {"engine": "server", "kernels": sorted(re.findall(r"-DGGML_(AVX\w*|AMX\w*)=ON", flags))}
+
+
+def build_label(run: Path) -> str:
+    path = run / "build.json"
+    if not path.is_file():
+        return "not recorded"
+    kernels = json.loads(path.read_text())["kernels"]
+    return "+".join(kernels) if kernels else "no AVX kernels"
+
+
 def run(out: Path, row: str, setting: str, n: int, stop: StopWhen) -> None:
     dec, sol = ROWS[row]
+    where = run_dir(out, row, setting)
+    stamp = build_stamp(setting)
+    if (where / "records.jsonl").exists():
+        if not (where / "build.json").is_file() or json.loads((where / "build.json").read_text()) != stamp:
+            raise SystemExit(f"{where} was started on another llama.cpp build ({build_label(where)}; this one: "
+                             f"{'+'.join(stamp['kernels'])}): move it away to measure this build")
+    else:
+        where.mkdir(parents=True, exist_ok=True)
+        write_json(where / "build.json", stamp)
     os.environ["DIVCON_DB"] = str(cache_dir() / "bench_throughput" / f"{row.replace('/', '-')}-{setting}.sqlite")
     concurrency = 1 if setting == "seq" else int(setting[1:])
     evaluate("gsm8k", solver=engine_spec(sol, setting), decomposer=engine_spec(dec, setting),
-             pcfg=PipelineConfig(mode="two-stage"), split="test", limit=n, out=run_dir(out, row, setting),
+             pcfg=PipelineConfig(mode="two-stage"), split="test", limit=n, out=where,
              concurrency=concurrency, stop=stop)
 
 
@@ -75,11 +111,13 @@ def row_stats(records: list[dict], baseline: dict[str, dict] | None) -> dict:
     }
 
 
-def report(out: Path, settings: list[str], rows: list[str], n: int) -> str:
+def report(out: Path, settings: list[str], rows: list[str], n: int, reference: Path | None = None) -> str:
     data: dict = {"n_target": n, "rows": {}, "machine": {"cpus": os.cpu_count()}}
     lines = ["# Throughput: sequential in-process vs questions in flight on llama.cpp's server", "",
              f"GSM8K test, first {n} questions, two-stage. Made by `python benchmarks/bench_throughput.py --rows "
-             f"{','.join(rows)} --concurrency {','.join(s[1:] for s in settings if s != 'seq')}` "
+             f"{','.join(rows)} --concurrency {','.join(s[1:] for s in settings if s != 'seq')}"
+             f"{f' --reference {reference.as_posix()}' if reference else ''}"
+             f"{f' --out {out.as_posix()}' if out != DEFAULT_OUT else ''}` "
              "(resumable; with `--report-only` it rewrites this file from the run files). `seq`: in-process llama-cpp-python,"
              " one question at a time (the path before questions in flight). `cN`: llama-server engine, N slots, N "
              "questions in flight. Every setting has its own call log: nothing is served from another's cache.", ""]
@@ -87,14 +125,16 @@ def report(out: Path, settings: list[str], rows: list[str], n: int) -> str:
         base_recs = {r["id"]: r for r in read_records(run_dir(out, row, "seq"))}
         stats = {s: row_stats(read_records(run_dir(out, row, s)), base_recs if s != "seq" else None)
                  for s in settings}
+        for s, st in stats.items():
+            st["llama_cpp_kernels"] = build_label(run_dir(out, row, s))
         data["rows"][row] = stats
         seq_qph = stats.get("seq", {}).get("questions_per_hour")
         lines += [f"## {row}", "", "| setting | n | questions/hour | vs seq | prompt tokens/s | output tokens/s | "
-                  "prompt tokens reused | EM [95% CI] | outputs identical to seq | divcon share of wall | errors |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|"]
+                  "prompt tokens reused | EM [95% CI] | outputs identical to seq | divcon share of wall | errors | "
+                  "llama.cpp kernels |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for s, st in stats.items():
             if not st["n"]:
-                lines.append(f"| {s} | 0 |" + " - |" * 9)
+                lines.append(f"| {s} | 0 |" + " - |" * 10)
                 continue
             qph = st["questions_per_hour"]
             same = st["identical_to_seq"]
@@ -102,8 +142,18 @@ def report(out: Path, settings: list[str], rows: list[str], n: int) -> str:
                      f"{st['prompt_tok_s']:.1f}", f"{st['decode_tok_s']:.1f}",
                      "not reported" if s == "seq" else f"{st['prompt_tokens_reused']} of {st['prompt_tokens']}",
                      f"{st['em']:.3f} [{st['em_ci'][0]:.3f}, {st['em_ci'][1]:.3f}]",
-                     f"{same:.2f}" if same is not None else "-", f"{st['divcon_overhead']:.2%}", str(st["errors"])]
+                     f"{same:.2f}" if same is not None else "-", f"{st['divcon_overhead']:.2%}", str(st["errors"]),
+                     st["llama_cpp_kernels"]]
             lines.append("| " + " | ".join(cells) + " |")
+        ref = row_stats(read_records(run_dir(reference, row, "seq")), None) if reference else None
+        if ref and ref["n"]:
+            best = max((s for s in settings if stats[s]["n"]), key=lambda s: stats[s]["questions_per_hour"] or 0)
+            data["rows"][row]["reference_seq"] = {**ref, "dir": reference.as_posix(),
+                                                  "llama_cpp_kernels": build_label(run_dir(reference, row, "seq"))}
+            lines += ["", f"Against the sequential path of `{reference.as_posix()}` ({ref['n']} questions, "
+                      f"{ref['questions_per_hour']:.0f} questions/hour, kernels "
+                      f"{data['rows'][row]['reference_seq']['llama_cpp_kernels']}): the best setting here, {best}, "
+                      f"is {stats[best]['questions_per_hour'] / ref['questions_per_hour']:.2f}x."]
         lines.append("")
     lines += ["questions/hour counts the time the run was busy (the union of the questions' start-to-finish "
               "intervals), so a pause between an interruption and its resume does not count. Prompt and output "
@@ -122,8 +172,10 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=64)
     ap.add_argument("--concurrency", default="4,8,16", help="in-flight settings to compare with seq")
     ap.add_argument("--rows", default="T/T,SD-R/T")
-    ap.add_argument("--out", type=Path, default=Path("reports/bench_throughput"))
+    ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
     ap.add_argument("--stop-after", type=float, default=None, help="minutes; then finish what is in flight and stop")
+    ap.add_argument("--reference", type=Path, default=None,
+                    help="an earlier output dir (e.g. another build's) whose seq rows the report also compares to")
     ap.add_argument("--report-only", action="store_true")
     args = ap.parse_args()
     settings = ["seq"] + [f"c{int(c)}" for c in args.concurrency.split(",") if c]
@@ -136,9 +188,9 @@ def main() -> None:
                 if stop.out_of_time():
                     break
                 run(args.out, row, s, args.n, stop)
-                report(args.out, settings, rows, args.n)  # current after every setting
+                report(args.out, settings, rows, args.n, args.reference)  # current after every setting
                 print(f"{row} {s}: {len(read_records(run_dir(args.out, row, s)))}/{args.n}", flush=True)
-    print(report(args.out, settings, rows, args.n))
+    print(report(args.out, settings, rows, args.n, args.reference))
 
 
 if __name__ == "__main__":

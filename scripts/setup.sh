@@ -36,13 +36,30 @@ echo "llama.cpp CPU flags: $CMAKE_ARGS"
 # The compiled wheel (about 10 minutes on 2 cores) is kept under a folder named for the version and the flags: pip's
 # own wheel cache would hand back a wheel built with other flags.
 wheels="${XDG_CACHE_HOME:-$HOME/.cache}/divcon/wheels/llama-cpp-python-$LLAMA_CPP_PYTHON-$(printf %s "$CMAKE_ARGS" | sha256sum | cut -c1-12)"
-if ! ls "$wheels"/llama_cpp_python-*.whl >/dev/null 2>&1; then
-  echo "llama-cpp-python: compiling $LLAMA_CPP_PYTHON (~10 min on 2 cores, once per set of CPU flags)"
-  rm -rf "$wheels" "$wheels.tmp"
-  pip wheel -q --no-deps --no-cache-dir "llama-cpp-python==$LLAMA_CPP_PYTHON" -w "$wheels.tmp"
-  mv "$wheels.tmp" "$wheels"
-fi
-pip install -q "$wheels"/llama_cpp_python-*.whl
+# The installed library must hold the kernels the flags ask for: llama.cpp's own system info lists them. A wheel
+# without them would run, only slower, and every throughput figure would silently describe another build.
+kernels_ok() {
+  local info
+  info=$(python -c 'import llama_cpp; print(llama_cpp.llama_print_system_info().decode())') || return 1
+  for k in $(grep -o -- '-DGGML_AVX[A-Z0-9_]*=ON' <<<"$CMAKE_ARGS" | sed 's/-DGGML_//; s/=ON//'); do
+    [[ "$info" == *"$k = 1"* ]] || { echo "llama-cpp-python: the installed library lacks $k ($info)" >&2; return 1; }
+  done
+}
+for attempt in 1 2; do
+  if ! ls "$wheels"/llama_cpp_python-*.whl >/dev/null 2>&1; then
+    echo "llama-cpp-python: compiling $LLAMA_CPP_PYTHON (~10 min on 2 cores, once per set of CPU flags)"
+    rm -rf "$wheels" "$wheels.tmp"
+    pip wheel -q --no-deps --no-cache-dir "llama-cpp-python==$LLAMA_CPP_PYTHON" -w "$wheels.tmp"
+    mv "$wheels.tmp" "$wheels"
+  fi
+  pip install -q "$wheels"/llama_cpp_python-*.whl  # with its dependencies; a no-op where this version is installed
+  kernels_ok 2>/dev/null && break
+  pip install -q --no-deps --force-reinstall "$wheels"/llama_cpp_python-*.whl  # the installed one: another wheel?
+  kernels_ok && break
+  [ "$attempt" = 2 ] && { echo "llama-cpp-python: built without the kernels CMAKE_ARGS asks for" >&2; exit 1; }
+  echo "llama-cpp-python: the cached wheel was built with other flags; compiling it again"
+  rm -rf "$wheels"
+done
 
 # llama-server (continuous batching over parallel slots, prompt-prefix KV reuse) serves the embedded models. It is
 # built from the llama.cpp source vendored in the same llama-cpp-python sdist, so server and library are one llama.cpp
