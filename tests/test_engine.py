@@ -215,3 +215,17 @@ def test_sigterm_stops_the_server_and_exits_143(model, engine_cache):
     assert child.wait(10) == 143
     assert wait_gone(pid, port)
     assert "cleaning up before exit" in log_of(engine_cache, model, port)
+
+
+def test_servers_wait_passively_unless_the_user_says_otherwise(tmp_path, monkeypatch):
+    """Spinning OpenMP threads of one server starve another (student beside teacher on 2 cores)."""
+    def policy() -> str:
+        out = tmp_path / "env.log"
+        with open(out, "wb") as log:
+            engine._popen(["sh", "-c", "echo $OMP_WAIT_POLICY"], log).wait(10)
+        return out.read_text().strip()
+
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    assert policy() == "PASSIVE"
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+    assert policy() == "ACTIVE"

@@ -86,8 +86,18 @@ def _die_with_parent():
     return preexec
 
 
+# llama.cpp's OpenMP threads spin while they wait for work by default. Two local servers (a student decomposer beside
+# its teacher solver) then burn the cores each other needs: on 2 cores SD-R/T with questions in flight slowed to a
+# crawl, and passive waiting restored it. A user's own OMP_WAIT_POLICY is kept.
+SERVER_ENV = {"OMP_WAIT_POLICY": "PASSIVE"}
+
+
+def server_env() -> dict[str, str]:
+    return {**SERVER_ENV, **os.environ}
+
+
 def _popen(argv: list[str], log) -> subprocess.Popen:
-    return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+    return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=server_env(),
                             start_new_session=True, preexec_fn=_die_with_parent())  # noqa: PLW1509 (one prctl)
 
 
