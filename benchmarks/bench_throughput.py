@@ -21,7 +21,7 @@ import os
 import re
 from pathlib import Path
 
-from divcon.backends.engine import server_binary
+from divcon.backends.engine import server_binary, server_env
 from divcon.evaluate import busy_seconds, evaluate
 from divcon.experiments.stats import bootstrap_ci
 from divcon.paths import cache_dir
@@ -57,15 +57,19 @@ def build_stamp(setting: str) -> dict:
     server = server_binary()
     stamp = server.with_name(server.name + ".cmake-args") if server else None
     flags = stamp.read_text() if stamp and stamp.is_file() else ""
-    return {"engine": "server", "kernels": sorted(re.findall(r"-DGGML_(AVX\w*|AMX\w*)=ON", flags))}
+    return {"engine": "server", "kernels": sorted(re.findall(r"-DGGML_(AVX\w*|AMX\w*)=ON", flags)),
+            "omp_wait_policy": server_env()["OMP_WAIT_POLICY"]}
 
 
 def build_label(run: Path) -> str:
     path = run / "build.json"
     if not path.is_file():
         return "not recorded"
-    kernels = json.loads(path.read_text())["kernels"]
-    return "+".join(kernels) if kernels else "no AVX kernels"
+    stamp = json.loads(path.read_text())
+    label = "+".join(stamp["kernels"]) if stamp["kernels"] else "no AVX kernels"
+    if stamp["engine"] == "server":
+        label += f"; OpenMP wait {stamp.get('omp_wait_policy', 'ACTIVE (spinning, before divcon set it)').lower()}"
+    return label
 
 
 def run(out: Path, row: str, setting: str, n: int, stop: StopWhen) -> None:
@@ -73,7 +77,8 @@ def run(out: Path, row: str, setting: str, n: int, stop: StopWhen) -> None:
     where = run_dir(out, row, setting)
     stamp = build_stamp(setting)
     if (where / "records.jsonl").exists():
-        if not (where / "build.json").is_file() or json.loads((where / "build.json").read_text()) != stamp:
+        if not (where / "build.json").is_file() or \
+                json.loads((where / "build.json").read_text())["kernels"] != stamp["kernels"]:
             raise SystemExit(f"{where} was started on another llama.cpp build ({build_label(where)}; this one: "
                              f"{'+'.join(stamp['kernels'])}): move it away to measure this build")
     else:
