@@ -12,7 +12,7 @@ import re
 from typing import Callable
 
 from divcon.backends.base import (Backend, BackendUnavailable, ChatRequest, Generation, ModelSpec, OnText,
-                                  RequestRejected, Streaming, stream_one)
+                                  RequestRejected, Streaming, hand_over, stream_one)
 from divcon.backends.calllog import CallLog
 from divcon.backends.identity import ModelIdentity, resolve_identity
 from divcon.backends.llamacpp import LlamaCppBackend
@@ -116,9 +116,7 @@ class LoggedBackend:
         key = self.identity.key
         gen = self.log.get(key, self.spec, request)
         if gen is not None:
-            if gen.text:
-                on_text(gen.text)
-            return gen
+            return hand_over(gen, on_text)
         gen = stream_one(self.inner, request, on_text)
         self.log.put(key, self.spec, request, gen)
         return gen

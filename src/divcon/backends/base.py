@@ -94,15 +94,20 @@ class Streaming(Protocol):
         ...
 
 
+def hand_over(gen: Generation, on_text: OnText) -> Generation:
+    """A finished generation, its text passed to ``on_text`` as one piece: how a stream looks from a backend that
+    cannot stream, or from an answer replayed from the call log."""
+    if gen.text:
+        on_text(gen.text)
+    return gen
+
+
 def stream_one(backend: Backend, request: ChatRequest, on_text: OnText) -> Generation:
     """One request, its text streamed to ``on_text``: token by token where the backend can stream, else as one piece
     when the whole generation is done."""
     if isinstance(backend, Streaming):
         return backend.stream(request, on_text)
-    gen = backend.generate([request])[0]
-    if gen.text:
-        on_text(gen.text)
-    return gen
+    return hand_over(backend.generate([request])[0], on_text)
 
 
 @dataclass

@@ -9,7 +9,7 @@ import time
 from functools import lru_cache
 from pathlib import Path
 
-from divcon.backends.base import ChatRequest, Generation, ModelSpec, OnText, RequestRejected
+from divcon.backends.base import ChatRequest, Generation, ModelSpec, OnText, RequestRejected, hand_over
 from divcon.backends.registry import resolve_gguf
 
 
@@ -140,10 +140,7 @@ class LlamaCppBackend:
             gen = self.client().stream(request, on_text)
             gen.model = self.spec
             return gen
-        gen = self._inproc(request)
-        if gen.text:
-            on_text(gen.text)
-        return gen
+        return hand_over(self._inproc(request), on_text)
 
     def _inproc(self, req: ChatRequest) -> Generation:
         t0 = time.perf_counter()

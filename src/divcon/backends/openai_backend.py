@@ -271,19 +271,23 @@ class OpenAIBackend:
                     f"failed: {_one_line(cause)}"
                 ) from err
 
-    def _one(self, req: ChatRequest, batch: _Batch) -> Generation:
-        resp, t0 = self._create(req, batch)
-        choice = resp.choices[0]
-        usage = resp.usage
+    def _generation(self, text: str, usage: Any, finish: str, cached: int, t0: float) -> Generation:
+        """The Generation of one answered request, streamed or not (no ``usage`` from the server: 0 tokens)."""
         return Generation(
-            text=choice.message.content or "",
+            text=text,
             tokens_in=usage.prompt_tokens if usage else 0,
             tokens_out=usage.completion_tokens if usage else 0,
             seconds=time.perf_counter() - t0,
             model=self.spec,
-            finish_reason=choice.finish_reason or "stop",
-            cached_tokens=_cached_tokens(resp),
+            finish_reason=finish,
+            cached_tokens=cached,
         )
+
+    def _one(self, req: ChatRequest, batch: _Batch) -> Generation:
+        resp, t0 = self._create(req, batch)
+        choice = resp.choices[0]
+        return self._generation(choice.message.content or "", resp.usage, choice.finish_reason or "stop",
+                                _cached_tokens(resp), t0)
 
     def stream(self, req: ChatRequest, on_text: OnText) -> Generation:
         """One request streamed: each text delta goes to ``on_text`` (on this thread) as the server sends it, and the
@@ -332,15 +336,7 @@ class OpenAIBackend:
             return "".join(parts), usage, finish, cached
 
         (text, usage, finish, cached), t0 = self._create(req, batch, send)
-        return Generation(
-            text=text,
-            tokens_in=usage.prompt_tokens if usage else 0,
-            tokens_out=usage.completion_tokens if usage else 0,
-            seconds=time.perf_counter() - t0,
-            model=self.spec,
-            finish_reason=finish,
-            cached_tokens=cached,
-        )
+        return self._generation(text, usage, finish, cached, t0)
 
     def generate(self, requests: list[ChatRequest]) -> list[Generation]:
         """Answer in order; safe to call from many threads at once. A single request is sent from the calling thread;
