@@ -126,3 +126,27 @@ def test_run_made_with_other_prompts_is_not_resumed(tmp_path, monkeypatch):
     monkeypatch.setattr(prompts, "NO_DECOMPOSITION", "Nothing to split.")
     with pytest.raises(ConfigMismatch, match="prompts"):
         evaluate("gsm8k", solver="fake:m", limit=1, out=tmp_path / "run")
+
+
+def test_resume_ignores_a_setting_the_mode_never_reads(tmp_path):
+    """A cot run dir whose config recorded every pipeline setting (as older divcon did, with solve_style 'short')
+    resumes under today's default 'working': single-stage never reads it, its requests are the same."""
+    out = tmp_path / "run"
+    evaluate("gsm8k", solver="fake:m", pcfg=PipelineConfig(mode="cot"), limit=1, out=out)
+    cfg = json.loads((out / "config.json").read_text())
+    assert "solve_style" not in cfg["pipeline"] and cfg["pipeline"]["mode"] == "cot"
+    cfg["pipeline"] |= {"solve_style": "short", "decompose_style": "plain", "max_rounds": 2}  # an older, full record
+    (out / "config.json").write_text(json.dumps(cfg))
+    _, summary = evaluate("gsm8k", solver="fake:m", pcfg=PipelineConfig(mode="cot"), limit=1, out=out)
+    assert summary["n"] == 1
+
+
+def test_resume_refuses_a_setting_the_mode_reads(tmp_path):
+    out = tmp_path / "run"
+    evaluate("gsm8k", solver="fake:m", pcfg=PipelineConfig(mode="cot"), limit=1, out=out)
+    with pytest.raises(ConfigMismatch, match="pipeline"):  # the sampling temperature changes cot's requests
+        evaluate("gsm8k", solver="fake:m", pcfg=PipelineConfig(mode="cot", temperature=0.7), limit=1, out=out)
+    evaluate("gsm8k", solver="fake:m", pcfg=PipelineConfig(mode="two-stage"), limit=1, out=tmp_path / "ts")
+    with pytest.raises(ConfigMismatch, match="pipeline"):  # two-stage reads solve_style
+        evaluate("gsm8k", solver="fake:m", pcfg=PipelineConfig(mode="two-stage", solve_style="short"), limit=1,
+                 out=tmp_path / "ts")

@@ -5,14 +5,13 @@ from __future__ import annotations
 import logging
 import math
 from collections import defaultdict
-from dataclasses import asdict
 from pathlib import Path
 from typing import Callable
 
 from divcon import __version__
 from divcon.backends import LoggedBackend, RequestRejected, load_backend
 from divcon.cost import Price, load_table, price_of
-from divcon.pipeline import STAGED_MODES, Pipeline, PipelineConfig, prompts_fingerprint
+from divcon.pipeline import STAGED_MODES, Pipeline, PipelineConfig, prompts_fingerprint, settings_of
 from divcon.runner import Scoring, StopWhen, run_in_flight
 from divcon.runs import RecordWriter, check_config, open_run, read_records, write_json
 from divcon.tasks import Example, Task, get_task
@@ -32,7 +31,7 @@ def run_config(task: Task, split: str, limit: int | None, offset: int, shuffle_s
     return {
         "task": task.name, "split": split, "limit": limit, "offset": offset, "shuffle_seed": shuffle_seed,
         "mode": pcfg.mode, "decomposer": decomposer.spec if staged and decomposer is not None else None,
-        "solver": solver.spec, "models": models, "pipeline": asdict(pcfg),
+        "solver": solver.spec, "models": models, "pipeline": settings_of(pcfg),
         "prompts": prompts_fingerprint(pcfg, task.family),
     }
 

@@ -74,6 +74,18 @@ class RunLock:
         self.release()
 
 
+NARROWED = ("pipeline",)  # compared only on the settings the new config names (divcon.pipeline.settings_of)
+
+
+def same_value(key: str, old: object, new: object) -> bool:
+    """Whether a stored config value matches the new one. A ``pipeline`` entry is compared on the settings the new
+    config records, which are those its mode uses: a run dir written when every setting was recorded resumes under
+    a setting its mode never reads, while a setting it does read, missing or different, still refuses."""
+    if key in NARROWED and isinstance(old, dict) and isinstance(new, dict):
+        return all(k in old and old[k] == v for k, v in new.items())
+    return old == new
+
+
 def check_config(run_dir: Path, config: dict, ignore: tuple[str, ...] = ()) -> dict | None:
     """Refuse a run dir that was started with another config; return its config (None for a new run dir). Keys in
     ``ignore`` are for display only (a spec as the user typed it); what they stand for is compared through other keys
@@ -84,7 +96,7 @@ def check_config(run_dir: Path, config: dict, ignore: tuple[str, ...] = ()) -> d
     old = json.loads(cfg_path.read_text(encoding="utf-8"))
     if "models" in config and "models" not in old:  # made before model identities: compare the specs as typed
         ignore = ("models",)
-    diff = {k for k in set(old) | set(config) if k not in ignore and old.get(k) != config.get(k)}
+    diff = {k for k in set(old) | set(config) if k not in ignore and not same_value(k, old.get(k), config.get(k))}
     if diff:
         raise ConfigMismatch(f"{run_dir} holds a run with a different config (differs in: {', '.join(sorted(diff))});"
                              " use another --out or delete it")

@@ -17,7 +17,7 @@ from typing import Callable
 from divcon import __version__
 from divcon.backends import RequestRejected, load_backend
 from divcon.evaluate import default_concurrency, failed
-from divcon.pipeline import Pipeline, PipelineConfig, prompts_fingerprint
+from divcon.pipeline import Pipeline, PipelineConfig, prompts_fingerprint, settings_of
 from divcon.runner import Scoring, StopWhen, run_in_flight
 from divcon.runs import RecordWriter, check_config, open_run, read_records
 from divcon.tasks import Example, Task, get_task
@@ -127,7 +127,7 @@ def generate_traces(
                   for k in range(samples)]
     cfg = {"kind": "traces", "task": task.name, "split": split, "limit": limit, "offset": offset,
            "teacher": teacher.spec, "models": {"teacher": teacher.identity.key}, "samples": samples, "routes": routes,
-           "temperature": temperature, "pipeline": asdict(pipes[0].config) | {"seed": None},
+           "temperature": temperature, "pipeline": settings_of(pipes[0].config) | {"seed": None},  # cot reads a subset
            "prompts": "+".join(dict.fromkeys(prompts_fingerprint(p.config, task.family) for p in pipes)),
            "divcon_version": __version__}
     run_dir = out_dir or default_traces_dir(task.name, split, teacher_spec, samples, limit, routes)

@@ -59,6 +59,7 @@ class Strategy:
     barrier), so a runner can keep many questions in flight and each finishes as soon as its own calls do."""
 
     mode: str = ""
+    settings: tuple[str, ...] = ()  # the PipelineConfig fields this strategy's calls depend on (see settings_of)
 
     def __init__(self, config: PipelineConfig, solver: LoggedBackend, decomposer: LoggedBackend):
         self.config = config
@@ -85,6 +86,8 @@ class Strategy:
 class SingleStage(Strategy):
     """One model answers directly (``direct``) or step by step (``cot``)."""
 
+    settings = ("shots", "direct_tokens", "solve_tokens", "temperature", "seed")
+
     def run(self, ex: Example, family: str, on_text: OnText | None = None) -> PipelineResult:
         c = self.config
         if c.mode in ("cot", "auto"):  # auto: the question was routed here
@@ -101,6 +104,9 @@ class SingleStage(Strategy):
 class TwoStage(Strategy):
     """Static two-stage: the decomposer writes the subquestions, the solver answers them and the question in one
     generation."""
+
+    settings = ("max_subquestions", "decompose_tokens", "decompose_shots", "decompose_style", "temperature", "seed",
+                "solve_tokens", "shots", "solve_style")
 
     def decompose(self, ex: Example, family: str) -> tuple[list[str], Generation]:
         """Subquestions (possibly none) with the raw generation; shared by eval and distillation."""
@@ -124,6 +130,8 @@ class TwoStage(Strategy):
 
 class Dynamic(Strategy):
     """Self-ask style: rounds of (next subquestion, its answer), then one closing answer. The cost baseline."""
+
+    settings = ("max_rounds", "step_tokens", "decompose_shots", "temperature", "seed", "solve_tokens", "shots")
 
     def run(self, ex: Example, family: str, on_text: OnText | None = None) -> PipelineResult:
         c = self.config
@@ -160,6 +168,8 @@ class Routed(Strategy):
     "direct" sends it to the solver's step-by-step prompt, anything else to two-stage. The routing call is logged as
     its own stage, so its cost is counted."""
 
+    settings = ("route_tokens", *dict.fromkeys(SingleStage.settings + TwoStage.settings))
+
     def run(self, ex: Example, family: str, on_text: OnText | None = None) -> PipelineResult:
         c = self.config
         gen = self._call(self.decomposer, self._req(P.route_messages(ex.question, ex.context, family),
@@ -175,6 +185,12 @@ class Routed(Strategy):
 
 STRATEGIES: dict[str, type[Strategy]] = {"direct": SingleStage, "cot": SingleStage, "two-stage": TwoStage,
                                          "dynamic": Dynamic, "auto": Routed}
+
+
+def settings_of(config: PipelineConfig) -> dict:
+    """The mode and the settings its strategy's calls depend on: what a run dir records as its pipeline, so that a
+    setting the mode never reads (a solve style for single-stage CoT) neither splits nor blocks a resumed run."""
+    return {"mode": config.mode} | {k: getattr(config, k) for k in STRATEGIES[config.mode].settings}
 
 
 class Pipeline:
