@@ -224,10 +224,11 @@ def calls(limit: int = typer.Option(10, min=1), model: Optional[str] = typer.Opt
     console.print(t)
 
 
-from divcon.experiments.cli import experiment, report  # noqa: E402  (registered below, on app)
+from divcon.experiments.cli import claims, experiment, report  # noqa: E402  (registered below, on app)
 
 app.command("experiment")(experiment)
 app.command("report")(report)
+app.command("claims")(claims)
 
 
 from divcon.distill.cli import app as distill_app  # noqa: E402  (a sub-app; imports nothing heavy)

@@ -1,4 +1,5 @@
-"""``divcon experiment`` (run a YAML grid) and ``divcon report`` (tables, plot and notes from run dirs).
+"""``divcon experiment`` (run a YAML grid), ``divcon report`` (tables, plot and notes from run dirs) and ``divcon
+claims`` (the paper's claims with verdicts from run dirs).
 
 Registered on the main app by :mod:`divcon.cli`; terminal output comes from :mod:`divcon.console`.
 """
@@ -128,3 +129,18 @@ def report(
         fail(str(e))
     console.print(f"report: {out / 'report.md'}, {out / 'report.html'}, {out / 'quality_vs_cost.png'}, "
                   f"{out / 'report.json'}")
+
+
+def claims(
+    claims_file: Path = typer.Argument(Path("configs/claims.yaml"), help="The claims and the run dirs testing them."),
+    out: Path = typer.Option(Path("reports/README.md"), help="The one-page verdicts (markdown)."),
+) -> None:
+    """The paper's claims with a verdict each (holds / does not hold / undecided), from paired intervals on run
+    files; run dirs are named relative to the current directory (the repository root)."""
+    from divcon.experiments.claims import write_claims
+
+    try:
+        path = write_claims(claims_file, out)
+    except (ValueError, KeyError, TypeError, OSError) as e:
+        fail(f"{claims_file}: {e}")
+    console.print(f"claims: {path}")
