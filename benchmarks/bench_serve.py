@@ -42,6 +42,7 @@ from divcon.tasks import Example, get_task
 
 TEACHER = "llamacpp:qwen2.5-1.5b"
 SERVED = "bench"
+SOLVE_STYLE = "working"  # the prompts the committed runs were made with: a speed benchmark keeps its workload
 LOAD_TIMEOUT_S = 900  # the server loads every model before it binds
 ANSWER_TIMEOUT_S = 7200  # a client waits as long as the server lets it: its queue holds every question
 
@@ -59,7 +60,7 @@ def serve_settings(args: argparse.Namespace) -> dict:
 def serve_config(args: argparse.Namespace) -> dict:
     return {"queue": args.clients, "timeout": ANSWER_TIMEOUT_S,
             "models": {SERVED: {"mode": "two-stage", "decomposer": args.decomposer, "solver": args.solver,
-                                "family": "math"}}}
+                                "family": "math", "pipeline": {"solve_style": SOLVE_STYLE}}}}
 
 
 def start_server(run_dir: Path, port: int) -> subprocess.Popen:
@@ -124,7 +125,8 @@ def run_serve(out: Path, args: argparse.Namespace, examples: list[Example]) -> N
 
 def run_eval(out: Path, args: argparse.Namespace) -> None:
     os.environ["DIVCON_DB"] = str(cache_dir() / "bench_serve" / "eval.sqlite")
-    evaluate("gsm8k", solver=args.solver, decomposer=args.decomposer, pcfg=PipelineConfig(mode="two-stage"),
+    evaluate("gsm8k", solver=args.solver, decomposer=args.decomposer,
+             pcfg=PipelineConfig(mode="two-stage", solve_style=SOLVE_STYLE),
              split="test", limit=args.n, out=out / "runs" / "eval")
 
 

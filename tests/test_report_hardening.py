@@ -179,3 +179,26 @@ def test_report_passes_the_summarys_unpriced_fields_through(tmp_path: Path,
     assert data["tasks"][0]["pareto"] == [0]
     md = (tmp_path / "rep" / "report.md").read_text()
     assert "unpriced" in next(line for line in md.splitlines() if line.startswith("| qwen2.5-1.5b/smollm2-135m |"))
+
+
+def test_a_model_served_another_way_is_still_the_big_model(tmp_path: Path) -> None:
+    """The teacher as ``...,slots=16`` (how it is served, not which model) counts as the same big model as the
+    teacher plain: its tokens and dollars stay in the big-model columns, for old records as for new ones."""
+    _write_run(tmp_path / "runs" / "plain")
+    _write_run(tmp_path / "runs" / "slots", solver=f"{PRICED},slots=16", decomposer=f"{PRICED},engine=server")
+    data = build_report([tmp_path / "runs" / "plain", tmp_path / "runs" / "slots"], tmp_path / "report", "t", None)
+    rows = {r["run_dir"].split("/")[-1]: r for r in data["tasks"][0]["rows"]}
+    assert rows["slots"]["big_tokens_in"] == 4 * 300 and rows["slots"]["other_tokens_in"] == 0
+    assert list(rows["slots"]["by_model"]) == [PRICED]
+    assert rows["plain"]["big_tokens_in"] == 4 * 200
+
+
+def test_usage_is_recorded_under_the_accounting_name() -> None:
+    from divcon.backends.base import Generation, accounting_name
+    from divcon.pipeline.result import PipelineResult
+
+    assert accounting_name("llamacpp:qwen2.5-1.5b,slots=16,engine=server") == PRICED
+    assert accounting_name("qwen2.5-1.5b,lora=a/b,threads=2") == "llamacpp:qwen2.5-1.5b,lora=a/b"  # lora: which model
+    r = PipelineResult(mode="two-stage")
+    r.record("solve", Generation("x", 1, 1, 0.1, f"{PRICED},slots=16"))
+    assert r.usage[0].model == PRICED

@@ -31,7 +31,8 @@ class RouterBackend:
             elif "subquestions" in system:
                 kind, text = "decompose", "1. How many?\n2. How much?"
             else:
-                kind = "solve-with-subquestions" if "Subquestions:" in user else "solve-step-by-step"
+                staged = "Subquestions:" in user or "Plan:" in user  # the solve styles introduce them so
+                kind = "solve-with-subquestions" if staged else "solve-step-by-step"
                 text = "The answer is 18."
             RouterBackend.seen.append(kind)
             out.append(Generation(text=text, tokens_in=50, tokens_out=5, seconds=0.01, model=self.spec))

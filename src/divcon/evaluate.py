@@ -10,6 +10,7 @@ from typing import Callable
 
 from divcon import __version__
 from divcon.backends import LoggedBackend, RequestRejected, load_backend
+from divcon.backends.base import accounting_name
 from divcon.cost import Price, load_table, price_of
 from divcon.pipeline import STAGED_MODES, Pipeline, PipelineConfig, prompts_fingerprint, settings_of
 from divcon.runner import Scoring, StopWhen, run_in_flight
@@ -162,14 +163,15 @@ def _usage_table(records: list[dict], key: str, prices: dict) -> dict:
     priced: dict[str, Price] = {}  # one lookup per model, not per record (an hf: student's price reads a file)
     for r in records:
         for u in r["usage"]:
-            if u["model"] not in priced:
-                priced[u["model"]] = price_of(u["model"], prices)
-            a = acc[u[key]]
+            model = accounting_name(u["model"])  # records written before usage was recorded under this name
+            if model not in priced:
+                priced[model] = price_of(model, prices)
+            a = acc[model if key == "model" else u[key]]
             a["tokens_in"] += u["tokens_in"]
             a["tokens_out"] += u["tokens_out"]
             a["seconds"] += u["seconds"]
             a["calls"] += u["calls"]
-            p = priced[u["model"]]
+            p = priced[model]
             if p.source == "unpriced" or a["dollars"] is None:
                 a["dollars"] = None
             else:
@@ -227,7 +229,7 @@ def summarize(records: list[dict], cfg: dict, prices: dict | None = None, big: s
     metrics = {m: sum(r["metrics"].get(m, 0.0) for r in records) / n if n else 0.0 for m in metric_names}
     by_model = _usage_table(records, "model", prices)
     by_stage = _usage_table(records, "stage", prices)
-    big = big or big_model(list(by_model), prices, prefer=cfg.get("solver"))
+    big = big or big_model(list(by_model), prices, prefer=accounting_name(cfg.get("solver") or ""))
     unpriced = unpriced_models(list(by_model), prices)
     busy = busy_seconds(records)
     sources: dict[str, int] = defaultdict(int)

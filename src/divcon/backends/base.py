@@ -110,6 +110,20 @@ def stream_one(backend: Backend, request: ChatRequest, on_text: OnText) -> Gener
     return hand_over(backend.generate([request])[0], on_text)
 
 
+RUN_OPTIONS = frozenset({"engine", "slots", "threads", "concurrency", "timeout", "outage"})  # how, not which
+
+
+def accounting_name(spec: str) -> str:
+    """The name a model's usage is recorded, priced and summed under: its canonical spec without the options that
+    only say how it is run (engine, slots, threads, client concurrency and timeouts). Without this the teacher
+    served with ``slots=16`` would count as another model than the same teacher with 8: its tokens would leave the
+    big model's column of a report."""
+    if not spec or not spec.strip():
+        return spec
+    parsed = ModelSpec.parse(spec)
+    return str(ModelSpec(parsed.kind, parsed.name, {k: v for k, v in parsed.options.items() if k not in RUN_OPTIONS}))
+
+
 @dataclass
 class ModelSpec:
     """A parsed model spec: ``kind:name`` plus ``,key=value`` options (e.g. ``hf:/dir,adapter=/lora``)."""

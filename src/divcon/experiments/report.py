@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from divcon.cost import load_table
+from divcon.backends.base import accounting_name
 from divcon.evaluate import big_model, summarize
 from divcon.experiments.grid import derived_label, read_grid_json, short_name
 from divcon.pipeline.prompts import NO_DECOMPOSITION
@@ -399,7 +400,8 @@ def build_report(run_dirs: list[Path], out_dir: Path, title: str = "divcon repor
     if not runs:
         raise ValueError("none of the run dirs holds any record yet")
     prices = load_table()
-    big = big_model(sorted({u["model"] for r in runs for rec in r.records for u in rec.get("usage") or []}), prices)
+    big = big_model(sorted({accounting_name(u["model"]) for r in runs for rec in r.records
+                            for u in rec.get("usage") or []}), prices)
 
     by_task: dict[tuple[str, str], list[tuple[Run, dict]]] = {}
     for run in runs:

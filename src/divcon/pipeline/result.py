@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-from divcon.backends.base import Generation
+from divcon.backends.base import Generation, accounting_name
 
 
 @dataclass
@@ -48,7 +48,7 @@ class PipelineResult:
         return u
 
     def record(self, stage: str, gen: Generation) -> None:
-        self.stage(stage, gen.model).add(gen)
+        self.stage(stage, accounting_name(gen.model)).add(gen)
         self.truncated = self.truncated or gen.finish_reason == "length"
 
     def to_dict(self) -> dict:
