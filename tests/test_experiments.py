@@ -183,6 +183,19 @@ def test_cli_experiment_and_report(env: Path) -> None:
     assert (env / "rep" / "quality_vs_cost.png").read_bytes()[:4] == b"\x89PNG"
 
 
+def test_cli_experiment_round_robin(env: Path) -> None:
+    """--chunk raises every cell by that many questions per round: the solver calls alternate between the cells in
+    chunks, where the default runs one cell to the end before the next; grid.json says both are done."""
+    from divcon.cli import app
+
+    cfg = env / "grid.yaml"
+    cfg.write_text(GRID_YAML)
+    res = CliRunner().invoke(app, ["experiment", str(cfg), "--out", "g", "--chunk", "2", "--concurrency", "1"])
+    assert res.exit_code == 0, res.output
+    assert [spec for spec, stage in CALLS if stage == "solve"] == [BIG, BIG, SMALL, SMALL, BIG, SMALL]
+    assert [(c["status"], c["done"]) for c in read_grid_json(env / "g")["cells"]] == [("done", 3), ("done", 3)]
+
+
 def _fixture_run(run_dir: Path) -> None:
     """A run written by hand: 4 GSM8K questions, em 1,0,1,1; decomposer smollm2, solver qwen2.5-1.5b."""
     run_dir.mkdir(parents=True)

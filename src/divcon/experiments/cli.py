@@ -15,7 +15,7 @@ from rich.table import Table
 from divcon.console import console, fail, progress_bar, set_data_dir
 from divcon.runner import StopWhen
 from divcon.experiments.grid import (Cell, CellStatus, GridError, file_status, load_grid, read_grid_json, run_grid,
-                                    short_name)
+                                    run_round_robin, short_name, write_grid_json)
 
 
 def _cells_table(cells: list[Cell], statuses: list[CellStatus], out: Path, only_task: str | None) -> Table:
@@ -40,6 +40,9 @@ def experiment(
     concurrency: Optional[int] = typer.Option(None, min=1, help="Questions in flight per cell (default: the "
                                                                "config's 'concurrency', else what the backends "
                                                                "serve at once)."),
+    chunk: Optional[int] = typer.Option(None, min=1, help="Round-robin: raise every cell by this many questions per "
+                                                         "round, so a run stopped early leaves the cells at about "
+                                                         "the same n (default: one cell after another)."),
 ) -> None:
     """Run an experiment grid, task by task, into <out>/<task>/<label>/ with grid.json; re-run to resume."""
     from divcon.tasks import get_task
@@ -77,9 +80,30 @@ def experiment(
                 running["sum"] += rec["metrics"].get(primary, 0.0)
                 bar.update(bar_id, status=f"{cell.task} {cell.label}: {primary} {running['sum'] / running['n']:.3f}")
 
-        statuses = run_grid(grid, out, statuses, config_path=config, only_task=only_task,
-                            on_progress=on_progress, on_cell_start=on_cell_start,
-                            stop=StopWhen.after_minutes(stop_after), concurrency=concurrency)
+        if chunk:
+            cells = [c for c, s in zip(grid.cells, statuses)
+                     if s.status not in ("skipped", "failed") and only_task in (None, c.task)]
+
+            def on_chunk(cell: Cell, summary: dict) -> None:
+                primary = summary["primary"]
+                bar.update(bar_id, completed=sum(file_status(c, out).done for c in cells),
+                           status=f"{cell.task} {cell.label}: n={summary['n']} {primary} "
+                                  f"{summary['metrics'][primary]:.3f}")
+
+            write_grid_json(out, grid, statuses, config)
+            bar.update(bar_id, completed=sum(s.done for s in selected))
+            try:
+                run_round_robin(cells, out, chunk, StopWhen.after_minutes(stop_after).deadline,
+                                concurrency or grid.concurrency, on_chunk)
+            except (ValueError, RuntimeError, OSError) as e:  # a run dir holding another config, a missing model
+                fail(f"{type(e).__name__}: {e}")
+            finally:
+                statuses = [file_status(c, out) for c in grid.cells]
+                write_grid_json(out, grid, statuses, config)
+        else:
+            statuses = run_grid(grid, out, statuses, config_path=config, only_task=only_task,
+                                on_progress=on_progress, on_cell_start=on_cell_start,
+                                stop=StopWhen.after_minutes(stop_after), concurrency=concurrency)
     console.print(_cells_table(grid.cells, statuses, out, only_task))
     unfinished = [s for c, s in zip(grid.cells, statuses)
                   if s.status in ("partial", "pending") and only_task in (None, c.task)]
