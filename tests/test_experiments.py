@@ -264,6 +264,12 @@ def test_static_vs_dynamic_pairs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     (dynamic / "records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
     pairs = build_report([static, dynamic], tmp_path / "rep", "SvD")["tasks"][0]["static_vs_dynamic"]
     assert len(pairs) == 1 and pairs[0]["tokens_ratio"] == pytest.approx(2.0)
+    # Table 6's other columns: 2 calls per question each; tokens per correct answer (3 of 4 right) double too
+    assert pairs[0]["static_calls_per_question"] == pairs[0]["dynamic_calls_per_question"] == 2.0
+    static_tokens = sum(100 + 20 + 200 + i + 50 for i in range(4))
+    assert pairs[0]["static_tokens_per_correct"] == pytest.approx(static_tokens / 3)
+    assert pairs[0]["dynamic_tokens_per_correct"] == pytest.approx(2 * static_tokens / 3)
+    assert "tokens per correct (em)" in (tmp_path / "rep" / "report.md").read_text()
 
 
 def test_bootstrap_ci() -> None:

@@ -106,6 +106,11 @@ def _row(run: Run, summary: dict, big: str | None, out_dir: Path) -> dict[str, A
         "model_seconds": summary["model_seconds"],
         "model_seconds_per_question": summary["model_seconds"] / n,
         "wall_seconds_per_question": summary["wall_seconds"] / n, "answer_source": summary["answer_source"],
+        "calls_per_question": sum(u["calls"] for u in by_model.values()) / n,
+        # the paper's cost per unit of quality: every token spent, over the questions (or F1) it got right
+        "tokens_per_correct": (summary["tokens_in"] + summary["tokens_out"]) / (summary["metrics"][primary] * n)
+        if summary["metrics"].get(primary) else None,
+        "questions_per_hour": summary.get("questions_per_hour"),
         "mean_subquestions": summary["mean_subquestions"], "no_subquestions": summary["no_subquestions"],
         "truncated": summary["truncated"],
     }
@@ -171,6 +176,8 @@ def _static_vs_dynamic(rows: list[dict]) -> list[dict]:
                     "static_big_tokens_per_question": s["big_tokens_per_question"],
                     "dynamic_big_tokens_per_question": d["big_tokens_per_question"],
                     "big_tokens_ratio": ratio("big_tokens_per_question"),
+                    **{f"{side}_{k}": row[k] for side, row in (("static", s), ("dynamic", d))
+                       for k in ("calls_per_question", "tokens_per_correct", "questions_per_hour")},
                 })
     return pairs
 
@@ -301,6 +308,17 @@ def _task_blocks(t: dict, big: str | None) -> list[Block]:
                          f"{s['dynamic_tokens_per_question']:.0f}",
                          f"{s['tokens_ratio']:.2f}" if s["tokens_ratio"] is not None else "-",
                          f"{s['big_tokens_ratio']:.2f}" if s["big_tokens_ratio"] is not None else "-"]
+                        for s in t["static_vs_dynamic"]]))
+
+        def num(x: float | None, fmt: str) -> str:
+            return "-" if x is None else format(x, fmt)
+
+        blocks.append(("table", ["static", "dynamic", "calls/q static", "calls/q dynamic",
+                                 f"tokens per correct ({p}) static", "dynamic", "questions/hour static", "dynamic"],
+                       [[s["static_label"], s["dynamic_label"],
+                         *(num(s[f"{side}_calls_per_question"], ".2f") for side in ("static", "dynamic")),
+                         *(num(s[f"{side}_tokens_per_correct"], ".0f") for side in ("static", "dynamic")),
+                         *(num(s[f"{side}_questions_per_hour"], ".0f") for side in ("static", "dynamic"))]
                         for s in t["static_vs_dynamic"]]))
     return blocks
 
