@@ -26,7 +26,7 @@ import numpy as np
 import yaml
 
 from divcon.experiments.report import Run, grid_labels, load_run
-from divcon.experiments.stats import paired_diff_ci
+from divcon.experiments.stats import paired_diff_ci, paired_ratio_ci
 from divcon.pipeline import PipelineConfig, prompts_fingerprint
 from divcon.tasks import get_task
 
@@ -82,21 +82,8 @@ def _label(run: Run) -> str:
     return grid_labels(run.run_dir).get(run.run_dir) or run.run_dir.name
 
 
-def _metric(rec: dict, run) -> float:
-    return rec["metrics"].get(get_task(run.config["task"]).primary, 0.0)
-
-
-def _tokens(rec: dict, run) -> float:
+def _tokens(rec: dict) -> float:
     return float(sum(u["tokens_in"] + u["tokens_out"] for u in rec.get("usage") or []))
-
-
-def token_ratio_ci(a: list[float], b: list[float], n_boot: int = 2000, seed: int = 0) -> tuple[float, float, float]:
-    """sum(b) / sum(a) over the same questions, with a percentile bootstrap interval that resamples questions."""
-    x, y = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
-    idx = np.random.default_rng(seed).integers(0, x.size, size=(n_boot, x.size))
-    ratios = y[idx].sum(axis=1) / np.maximum(x[idx].sum(axis=1), 1e-9)
-    lo, hi = np.quantile(ratios, [0.025, 0.975])
-    return float(y.sum() / max(x.sum(), 1e-9)), float(lo), float(hi)
 
 
 def verdict(kind: str, lo: float, hi: float, margin: float) -> str:
@@ -115,16 +102,19 @@ def evaluate_test(test: Comparison, root: Path) -> dict[str, Any]:
     if not all((d / "records.jsonl").exists() for d in (a_dir, b_dir)):
         return out | {"verdict": MISSING, "n": 0}
     ra, rb = load_run(a_dir), load_run(b_dir)
-    value = _tokens if test.kind == "fewer_tokens" else _metric
-    va, vb = ({r["id"]: value(r, run) for r in run.records} for run in (ra, rb))
+    metric = "tokens" if test.kind == "fewer_tokens" else get_task(ra.config["task"]).primary
+
+    def value(rec: dict) -> float:
+        return _tokens(rec) if metric == "tokens" else rec["metrics"].get(metric, 0.0)
+
+    va, vb = ({r["id"]: value(r) for r in run.records} for run in (ra, rb))
     ids = sorted(set(va) & set(vb))
     a, b = [va[i] for i in ids], [vb[i] for i in ids]
-    out |= {"a_label": _label(ra), "b_label": _label(rb), "n": len(a),
-            "metric": "tokens" if test.kind == "fewer_tokens" else get_task(ra.config["task"]).primary,
+    out |= {"a_label": _label(ra), "b_label": _label(rb), "n": len(a), "metric": metric,
             "prompts": sorted({prompts_status(run) for run in (ra, rb)})}
     if not a:
         return out | {"verdict": MISSING}
-    est, lo, hi = token_ratio_ci(a, b) if test.kind == "fewer_tokens" else paired_diff_ci(a, b)
+    est, lo, hi = paired_ratio_ci(b, a) if metric == "tokens" else paired_diff_ci(a, b)
     return out | {"a_mean": float(np.mean(a)), "b_mean": float(np.mean(b)), "estimate": est, "ci95": [lo, hi],
                   "verdict": verdict(test.kind, lo, hi, test.margin)}
 

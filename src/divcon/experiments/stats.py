@@ -43,6 +43,21 @@ def paired_diff_ci(a: Sequence[float], b: Sequence[float], n_boot: int = 2000, s
     return float(d.mean()), lo, hi
 
 
+def paired_ratio_ci(a: Sequence[float], b: Sequence[float], n_boot: int = 2000, seed: int = 0,
+                    alpha: float = 0.05) -> tuple[float, float, float]:
+    """``sum(a) / sum(b)`` over the same questions (e.g. one run's tokens over another's), with a percentile bootstrap
+    interval that resamples questions, as :func:`paired_diff_ci` does for a difference."""
+    if len(a) != len(b):
+        raise ValueError(f"paired samples differ in length ({len(a)} vs {len(b)})")
+    x, y = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if x.size == 0:
+        return float("nan"), float("nan"), float("nan")
+    idx = np.random.default_rng(seed).integers(0, x.size, size=(n_boot, x.size))
+    ratios = x[idx].sum(axis=1) / np.maximum(y[idx].sum(axis=1), 1e-9)
+    lo, hi = np.quantile(ratios, [alpha / 2, 1 - alpha / 2])
+    return float(x.sum() / max(y.sum(), 1e-9)), float(lo), float(hi)
+
+
 def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
     """Indices of the non-dominated (cost, quality) points, by increasing cost. A point is dominated when another
     costs no more and scores no less, and is strictly better in one of the two; exact ties are all kept."""
