@@ -22,7 +22,7 @@ from pathlib import Path
 
 from divcon.experiments.grid import Cell, file_status, load_grid, run_round_robin, write_grid_json
 from divcon.experiments.report import build_report
-from divcon.pipeline import STAGED_MODES
+from divcon.pipeline import STAGED_MODES, for_family
 from divcon.runs import read_records
 from divcon.tasks import get_task
 
@@ -101,7 +101,7 @@ def failure_sections(cells: list[Cell], out: Path, baseline: str | None) -> list
                 by_mode[mode].append(r)
         wrong = sum(len(v) for v in by_mode.values())
         share = (uncalculated_share(records) if get_task(c.task).family == "math" and c.mode == "two-stage"
-                 and c.pipeline_config().solve_style != "plan" else None)
+                 and for_family(c.pipeline_config(), "math").solve_style != "plan" else None)
         table.append(f"| {c.label} | {len(records)} | {wrong} | " + " | ".join(str(len(by_mode[m])) for m in MODES)
                      + f" | {'-' if share is None else f'{share:.0%}'} |")
         examples += [f"### {c.label}", ""]

@@ -33,7 +33,7 @@ def write_run(d, correct: list[int], tokens: int, prompts: str | None = None):
     cfg = PipelineConfig()
     (d / "config.json").write_text(json.dumps({
         "task": "gsm8k", "split": "test", "mode": "two-stage", "decomposer": "fake:d", "solver": "fake:s",
-        "pipeline": settings_of(cfg), "prompts": prompts or prompts_fingerprint(cfg, "math")}))
+        "pipeline": settings_of(cfg, "math"), "prompts": prompts or prompts_fingerprint(cfg, "math")}))
     with open(d / "records.jsonl", "w") as f:
         for i, c in enumerate(correct):
             f.write(json.dumps({"id": f"q{i}", "metrics": {"em": float(c)},

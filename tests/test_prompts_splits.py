@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import pytest
 
+from divcon.backends import Generation
 from divcon.demos import demo_questions, demos
-from divcon.pipeline import PipelineConfig, prompts_fingerprint
+from divcon.pipeline import TUNED, Pipeline, PipelineConfig, for_family, prompts_fingerprint, settings_of
 from divcon.pipeline import prompts as P
 from divcon.tasks import TASKS, get_task
+from divcon.tasks.base import Example
 
 
 def test_gsm8k_dev_is_train_tail_and_never_in_train():
@@ -90,6 +92,43 @@ def test_prompt_settings_are_checked():
         PipelineConfig(decompose_style="poem")
     with pytest.raises(ValueError, match="shots"):
         PipelineConfig(shots=-1)
+
+
+def test_unset_prompt_settings_take_the_familys_tuned_values_and_runs_record_them():
+    two = PipelineConfig(mode="two-stage")
+    assert for_family(two, "math").shots == 0 and for_family(two, "math").solve_style == "plan"
+    reading = for_family(two, "reading")
+    assert (reading.shots, reading.decompose_shots, reading.solve_style) == (2, 2, "working")
+    assert for_family(two, "openqa") == for_family(two, "math")  # not tuned yet: math's values
+    # a value given on purpose wins (a trained student's bare prompt stays bare on DROP)
+    assert for_family(PipelineConfig(decompose_shots=0), "reading").decompose_shots == 0
+    # the run dir records the values that ran, so a change of a family default blocks a resume
+    assert settings_of(two, "reading")["shots"] == 2 and settings_of(two, "math")["shots"] == 0
+    assert prompts_fingerprint(two, "reading") == prompts_fingerprint(PipelineConfig(**TUNED["reading"]), "reading")
+    assert prompts_fingerprint(two, "math") == prompts_fingerprint(PipelineConfig(**TUNED["math"]), "math")
+
+
+class _Sent:
+    """A model that records the messages of every request and answers with one subquestion and a final line."""
+
+    spec = "fake:sent"
+
+    def __init__(self):
+        self.sent = []
+
+    def generate(self, requests):
+        self.sent += [r.message_dicts() for r in requests]
+        return [Generation("1. What is S?\nThe answer is 1.", 0, 0, 0.0, "probe") for _ in requests]
+
+
+def test_one_pipeline_sends_each_family_its_own_tuned_prompts():
+    model = _Sent()
+    pipe = Pipeline(PipelineConfig(mode="two-stage"), model)  # type: ignore[arg-type]
+    pipe.run_one(Example("q", "Q?", ["1"], context="C."), "reading")
+    pipe.run_one(Example("q", "Q?", ["1"]), "math")
+    reading_turns, math_turns = [len(m) for m in model.sent[:2]], [len(m) for m in model.sent[2:]]
+    assert reading_turns == [2 + 2 * 2] * 2  # system, two demonstrations (user + assistant), the question
+    assert math_turns == [2, 2]  # system and the question
 
 
 def test_computed_style_asks_for_calculated_subquestions():

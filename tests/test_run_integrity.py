@@ -154,7 +154,7 @@ def test_real_llamacpp_prompt_over_context_is_rejected_not_fatal(tmp_path, engin
     out = tmp_path / "run"
     fits, too_long = (e.id for e in get_task("drop").examples("eval", 2, 20))  # 180 words; 488 words
     _, summary = evaluate("drop", solver=f"llamacpp:smollm2-135m,ctx=512,engine={engine}",
-                          pcfg=PipelineConfig(mode="cot"), limit=2, offset=20, out=out)
+                          pcfg=PipelineConfig(mode="cot", shots=0), limit=2, offset=20, out=out)  # no demos: one fits
     assert summary["errors"] == 1 and summary["n"] == 2
     recs = {r["id"]: r for r in read_records(out)}
     assert "error" not in recs[fits] and message in recs[too_long]["error"]

@@ -120,10 +120,12 @@ def progress_callback(bar: Progress, bar_id: TaskID, label: str,
     return on_progress
 
 
-SHOTS_HELP = "Worked examples before the question in the solver's prompts (default: the tuned setting)."
-DECOMPOSE_SHOTS_HELP = ("Worked examples in the decomposer's prompt (0 for a trained student; default: the tuned "
-                        "setting).")
-STYLE_HELP = "How the solver uses the subquestions: working | short | plan (default: the tuned setting)."
+SHOTS_HELP = ("Worked examples before the question in the solver's prompts (default: the task family's tuned "
+              "setting: math 0, reading 2).")
+DECOMPOSE_SHOTS_HELP = ("Worked examples in the decomposer's prompt (0 for a trained student; default: the task "
+                        "family's tuned setting: math 0, reading 2).")
+STYLE_HELP = ("How the solver uses the subquestions: working | short | plan (default: the task family's tuned "
+              "setting: math plan, reading working).")
 DECOMPOSE_STYLE_HELP = ("plain | computed (each subquestion must ask for a value to calculate; default: the tuned "
                         "setting).")
 

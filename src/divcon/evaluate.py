@@ -32,7 +32,7 @@ def run_config(task: Task, split: str, limit: int | None, offset: int, shuffle_s
     return {
         "task": task.name, "split": split, "limit": limit, "offset": offset, "shuffle_seed": shuffle_seed,
         "mode": pcfg.mode, "decomposer": decomposer.spec if staged and decomposer is not None else None,
-        "solver": solver.spec, "models": models, "pipeline": settings_of(pcfg),
+        "solver": solver.spec, "models": models, "pipeline": settings_of(pcfg, task.family),
         "prompts": prompts_fingerprint(pcfg, task.family),
     }
 

@@ -17,7 +17,7 @@ from typing import Callable
 from divcon import __version__
 from divcon.backends import RequestRejected, load_backend
 from divcon.evaluate import default_concurrency, failed
-from divcon.pipeline import Pipeline, PipelineConfig, prompts_fingerprint, settings_of
+from divcon.pipeline import Pipeline, PipelineConfig, for_family, prompts_fingerprint, settings_of
 from divcon.runner import Scoring, StopWhen, run_in_flight
 from divcon.runs import RecordWriter, check_config, open_run, read_records
 from divcon.tasks import Example, Task, get_task
@@ -64,7 +64,7 @@ class TraceRecord(Scoring, total=False):
 
 def trace(pipe: Pipeline, task: Task, ex: Example, k: int) -> TraceRecord:
     """One teacher trace: sample ``k``'s decomposition of ``ex``, the teacher's solution, and its score."""
-    c = pipe.config
+    c = for_family(pipe.config, task.family)  # the settings it ran with
     rec = TraceRecord(id=ex.id, sample=k, route="single" if c.mode == "cot" else "two-stage", task=task.name,
                       family=task.family, max_subquestions=c.max_subquestions, solve_style=c.solve_style,
                       question=ex.question, context=ex.context, golds=ex.golds)
@@ -127,7 +127,8 @@ def generate_traces(
                   for k in range(samples)]
     cfg = {"kind": "traces", "task": task.name, "split": split, "limit": limit, "offset": offset,
            "teacher": teacher.spec, "models": {"teacher": teacher.identity.key}, "samples": samples, "routes": routes,
-           "temperature": temperature, "pipeline": settings_of(pipes[0].config) | {"seed": None},  # cot reads a subset
+           "temperature": temperature,  # the two-stage pipeline's settings: the cot route reads a subset of them
+           "pipeline": settings_of(pipes[0].config, task.family) | {"seed": None},
            "prompts": "+".join(dict.fromkeys(prompts_fingerprint(p.config, task.family) for p in pipes)),
            "divcon_version": __version__}
     run_dir = out_dir or default_traces_dir(task.name, split, teacher_spec, samples, limit, routes)

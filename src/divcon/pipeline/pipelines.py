@@ -35,12 +35,10 @@ class PipelineConfig:
     temperature: float = 0.0  # sampling of the first generation (the decomposer's, or single-stage's) for teacher
     # data with several samples; the two-stage solver stays greedy
     seed: int = 0
-    # Prompt settings, tuned on GSM8K dev (reports/prompts): reading the subquestions as the plan of one step-by-step
-    # solution beat answering each with its working (+0.067 [-0.007, +0.140], n=150, paired) and short answers;
-    # worked examples did not pay for their tokens with the 1.5B teacher, so none by default.
-    shots: int = 0  # worked examples before the question in the solver's prompts (all of a family's: 4 math)
-    decompose_shots: int = 0  # the same for the decomposer's; 0 for a trained student (it learned the format)
-    solve_style: str = "plan"  # how the solver uses the subquestions: prompts.SOLVE_STYLES
+    # Prompt settings; None means the family's tuned value (TUNED below, applied by for_family).
+    shots: int | None = None  # worked examples before the question in the solver's prompts (at most a family's)
+    decompose_shots: int | None = None  # the same for the decomposer's; 0 for a trained student (it learned the format)
+    solve_style: str | None = None  # how the solver uses the subquestions: prompts.SOLVE_STYLES
     decompose_style: str = "plain"  # "computed": subquestions ask for values to calculate (prompts.SUBQUESTION_KIND)
 
     def __post_init__(self) -> None:
@@ -49,10 +47,27 @@ class PipelineConfig:
         if self.decompose_style not in P.DECOMPOSE_STYLES:
             raise ValueError(f"unknown decompose_style {self.decompose_style!r}; styles: "
                              f"{', '.join(P.DECOMPOSE_STYLES)}")
-        if self.solve_style not in P.SOLVE_STYLES:
+        if self.solve_style is not None and self.solve_style not in P.SOLVE_STYLES:
             raise ValueError(f"unknown solve_style {self.solve_style!r}; styles: {', '.join(P.SOLVE_STYLES)}")
-        if self.shots < 0 or self.decompose_shots < 0:
+        if min(self.shots or 0, self.decompose_shots or 0) < 0:
             raise ValueError("shots and decompose_shots must be >= 0")
+
+
+# The prompt settings each task family was tuned to, on dev splits only (README, Prompts). Math, on GSM8K dev
+# (reports/prompts, n=150, paired): reading the subquestions as the plan of one step-by-step solution beat answering
+# each with its working (+0.067 [-0.007, +0.140]), and worked examples did not pay for their tokens with the 1.5B
+# teacher. Reading, on DROP dev (reports/prompts_drop): without demonstrations two-stage fell far behind CoT 2-shot
+# (F1 -0.22), with two (they teach the short answer span DROP scores) it is on par; answering each subquestion with
+# its working was the two-shot style measured. Families with no dev ablation yet (open QA) take math's values.
+TUNED: dict[str, dict] = {"math": {"shots": 0, "decompose_shots": 0, "solve_style": "plan"},
+                          "reading": {"shots": 2, "decompose_shots": 2, "solve_style": "working"}}
+
+
+def for_family(config: PipelineConfig, family: str) -> PipelineConfig:
+    """``config`` with every prompt setting left at None replaced by ``family``'s tuned value; what a strategy runs
+    with and what a run dir records, so a record always says which prompts made it."""
+    tuned = TUNED.get(family, TUNED["math"])
+    return replace(config, **{k: v for k, v in tuned.items() if getattr(config, k) is None})
 
 
 class Strategy:
@@ -188,26 +203,35 @@ STRATEGIES: dict[str, type[Strategy]] = {"direct": SingleStage, "cot": SingleSta
                                          "dynamic": Dynamic, "auto": Routed}
 
 
-def settings_of(config: PipelineConfig) -> dict:
-    """The mode and the settings its strategy's calls depend on: what a run dir records as its pipeline, so that a
-    setting the mode never reads (a solve style for single-stage CoT) neither splits nor blocks a resumed run."""
+def settings_of(config: PipelineConfig, family: str) -> dict:
+    """The mode and the settings its strategy's calls depend on, as run for ``family``: what a run dir records as its
+    pipeline, so that a setting the mode never reads (a solve style for single-stage CoT) neither splits nor blocks a
+    resumed run, and a family default that changes does block it."""
+    config = for_family(config, family)
     return {"mode": config.mode} | {k: getattr(config, k) for k in STRATEGIES[config.mode].settings}
 
 
 class Pipeline:
-    """A mode's strategy bound to its models: ``run_one`` answers one question, ``run`` a list in order."""
+    """A mode's strategy bound to its models: ``run_one`` answers one question, ``run`` a list in order. The
+    strategy of a family runs with that family's tuned prompt settings (:func:`for_family`)."""
 
     def __init__(self, config: PipelineConfig, solver: LoggedBackend, decomposer: LoggedBackend | None = None):
         self.config = config
         self.solver = solver
         self.decomposer = decomposer or solver
-        self.strategy = STRATEGIES[config.mode](config, self.solver, self.decomposer)
+        self._strategies: dict[str, Strategy] = {}
+
+    def strategy(self, family: str) -> Strategy:
+        if family not in self._strategies:
+            self._strategies[family] = STRATEGIES[self.config.mode](for_family(self.config, family), self.solver,
+                                                                    self.decomposer)
+        return self._strategies[family]
 
     def run_one(self, ex: Example, family: str, on_text: OnText | None = None) -> PipelineResult:
         """Answer one question; with ``on_text``, its final output is streamed to it as it is generated."""
         if not ex.question or not ex.question.strip():
             raise ValueError(f"example {ex.id!r} has an empty question")
-        return self.strategy.run(ex, family, on_text)
+        return self.strategy(family).run(ex, family, on_text)
 
     def run(self, examples: list[Example], family: str) -> list[PipelineResult]:
         return [self.run_one(ex, family) for ex in examples]
@@ -237,7 +261,7 @@ def prompts_fingerprint(config: PipelineConfig, family: str) -> str:
     for reply in ("direct", staged) if config.mode == "auto" else (staged,):
         model = _Recorder(reply)
         for ex in probe:
-            STRATEGIES[config.mode](replace(config, seed=0), model, model).run(ex, family)  # type: ignore[arg-type]
+            STRATEGIES[config.mode](replace(for_family(config, family), seed=0), model, model).run(ex, family)  # type: ignore[arg-type]
         sent += model.sent
     blob = json.dumps([sent, P.format_subquestions(["S?"]), P.NO_DECOMPOSITION, P.DONE, config.mode],
                       sort_keys=True)
