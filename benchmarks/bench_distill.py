@@ -132,7 +132,8 @@ def print_chunk(cell: Cell, s: dict) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--task", default="gsm8k", choices=sorted(TRAIN_SPLIT))
-    ap.add_argument("--teacher", default="llamacpp:qwen2.5-1.5b")
+    ap.add_argument("--teacher", default="llamacpp:qwen2.5-1.5b,slots=16",
+                    help="16 slots: questions in flight on llama-server, the fastest setting measured here")
     ap.add_argument("--student", default="smollm2-135m")
     ap.add_argument("--train-n", type=int, default=600)
     ap.add_argument("--test-n", type=int, default=300)
@@ -152,7 +153,9 @@ def main() -> None:
     if args.test_n and set(variants) != set(VARIANTS):
         ap.error("the evaluation needs every student; use --test-n 0 with --variants")
     out = args.out or Path("reports/bench_distill" + ("" if args.task == "gsm8k" else f"_{args.task}"))
-    teacher, student = args.teacher, f"llamacpp:{args.student}"
+    # the students decode on llama-server too, with as many slots as the teacher, so a student row keeps as many
+    # questions in flight as a teacher row (questions in flight = the fewest slots of a row's models)
+    teacher, student = args.teacher, f"llamacpp:{args.student},slots=16"
     # a question with a passage (DROP) needs room for it, or the target would be truncated away
     max_len = {"sd": 1024, "se": 1280} if get_task(args.task).family == "reading" else {"sd": 256, "se": 448}
     grid = cells(args.task, teacher, student, out / "students", args.test_n)

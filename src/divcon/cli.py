@@ -183,8 +183,9 @@ def eval_cmd(
 
 @app.command()
 def models() -> None:
-    """The embedded model aliases, whether their packages are installed, and their relative price."""
-    from divcon.backends.registry import EMBEDDED, installed_aliases
+    """The embedded model aliases (base models, then the students shipped with divcon), whether they are installed,
+    and their relative price."""
+    from divcon.backends.registry import EMBEDDED, installed_aliases, students
     from divcon.cost import price_of
 
     have = set(installed_aliases())
@@ -193,6 +194,10 @@ def models() -> None:
         p = price_of(f"llamacpp:{a}")
         t.add_row(a, m.title, f"{m.params_b}", "yes" if a in have else "no", f"{p.in_per_1k:.2e}",
                   f"{p.out_per_1k:.2e}")
+    for a, s in students().items():  # a LoRA on an embedded base: priced, and installed, as that base
+        p = price_of(f"llamacpp:{s.base}")
+        t.add_row(a, f"{s.title} (LoRA on {s.base})", f"{EMBEDDED[s.base].params_b}",
+                  "yes" if s.base in have else "no", f"{p.in_per_1k:.2e}", f"{p.out_per_1k:.2e}")
     console.print(t)
 
 

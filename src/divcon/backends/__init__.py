@@ -62,9 +62,9 @@ def validate_spec(spec: str) -> ModelSpec:
             known = ", ".join(sorted(declared)) or "none"
             raise ValueError(f"unknown option {name!r} of {where}; options of the {parsed.kind} backend: {known}")
     if parsed.kind == "llamacpp" and not parsed.name.endswith(".gguf"):
-        from divcon.backends.registry import lookup
+        from divcon.backends.registry import expand_student, lookup
 
-        lookup(parsed.name)
+        lookup(expand_student(parsed).name)
     return parsed
 
 

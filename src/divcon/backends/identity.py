@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from divcon.backends.base import ModelSpec
-from divcon.backends.registry import EMBEDDED, sha256_file
+from divcon.backends.registry import EMBEDDED, expand_student, sha256_file
 
 if TYPE_CHECKING:
     from divcon.backends.calllog import CallLog
@@ -117,6 +117,7 @@ def _existing(path: str, what: str) -> Path:
 
 
 def _llamacpp(spec: ModelSpec, memo: "CallLog | None") -> ModelIdentity:
+    spec = expand_student(spec)  # a shipped student is its base and adapter: the same identity as served from a folder
     if spec.name in EMBEDDED:
         sha = EMBEDDED[spec.name].sha256  # pinned and verified on assembly: no need to read 1 GB here
     else:

@@ -10,7 +10,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from divcon.backends.base import ChatRequest, Generation, ModelSpec, OnText, RequestRejected, hand_over
-from divcon.backends.registry import resolve_gguf
+from divcon.backends.registry import expand_student, resolve_gguf
 
 
 @lru_cache(maxsize=4)
@@ -68,6 +68,7 @@ class LlamaCppBackend:
         from divcon.backends.engine import server_binary
 
         self.spec = str(spec)
+        spec = expand_student(spec)
         name = spec.name
         self.path = Path(name) if name.endswith(".gguf") else resolve_gguf(name)
         if not self.path.exists():

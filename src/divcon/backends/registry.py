@@ -3,17 +3,26 @@
 The chunked packages come from unknown uploaders, so they are treated as data: their files are located through
 ``importlib.metadata`` (their modules are never imported), concatenated in order into the cache, and checked against
 a pinned sha256. A mismatch is an error, never a silent load.
+
+Distilled students ship inside divcon itself (``divcon distill ship``): a LoRA adapter folder in the package data
+(``resources/students/<alias>/``, a few MB) on an embedded base, listed with its pinned digest in
+``resources/students/students.json``. ``llamacpp:<student alias>`` means ``llamacpp:<base>,lora=<that folder>``; the
+adapter's llama.cpp GGUF is derived from it on first use into the cache, so the package holds one copy of the binary.
 """
 
 from __future__ import annotations
 
 import hashlib
 import importlib.metadata as md
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from divcon.backends.base import ModelSpec
 from divcon.paths import cache_dir
+
+STUDENTS_DIR = Path(__file__).resolve().parent.parent / "resources" / "students"
 
 
 @dataclass(frozen=True)
@@ -62,8 +71,56 @@ def lookup(alias: str) -> EmbeddedModel:
     try:
         return EMBEDDED[alias]
     except KeyError:
-        known = ", ".join(sorted(EMBEDDED))
+        known = ", ".join(sorted(EMBEDDED) + sorted(students()))
         raise ModelNotAvailable(f"unknown model alias {alias!r}; known aliases: {known}") from None
+
+
+@dataclass(frozen=True)
+class EmbeddedStudent:
+    """A distilled student shipped in the package data: a LoRA adapter folder on an embedded base."""
+
+    alias: str
+    title: str
+    base: str  # an EMBEDDED alias
+    digest: str  # divcon.backends.identity.lora_adapter_digest of its folder: what it was pinned to when shipped
+    card: dict  # how it was made and how it scored (data, steps, loss, commit, evidence)
+
+    @property
+    def folder(self) -> Path:
+        return STUDENTS_DIR / self.alias
+
+
+def students(root: Path | None = None) -> dict[str, EmbeddedStudent]:
+    """The shipped students, from the manifest (empty before the first ``divcon distill ship``)."""
+    manifest = (root or STUDENTS_DIR) / "students.json"
+    if not manifest.exists():
+        return {}
+    raw = json.loads(manifest.read_text(encoding="utf-8"))
+    return {alias: EmbeddedStudent(alias, s["title"], s["base"], s["digest"], s.get("card", {}))
+            for alias, s in raw.items()}
+
+
+def student_adapter(alias: str) -> Path:
+    """The verified adapter folder of a shipped student: its content must still have the pinned digest."""
+    from divcon.backends.identity import lora_adapter_digest
+
+    student = students()[alias]
+    digest = lora_adapter_digest(student.folder)
+    if digest != student.digest:
+        raise ChecksumMismatch(f"student {alias}: the adapter in {student.folder} has digest {digest}, pinned "
+                               f"{student.digest}; refusing to load it")
+    return student.folder
+
+
+def expand_student(spec: ModelSpec) -> ModelSpec:
+    """``llamacpp:<student alias>[,options]`` as what it runs: its base with ``lora=`` its verified adapter folder.
+    Any other spec is returned as it is. The spec a run records stays the alias as typed (no machine path)."""
+    if spec.kind != "llamacpp" or spec.name not in students():
+        return spec
+    if "lora" in spec.options:
+        raise ValueError(f"{spec}: a shipped student already carries its LoRA; drop the lora= option")
+    student = students()[spec.name]
+    return ModelSpec("llamacpp", student.base, {**spec.options, "lora": str(student_adapter(spec.name))})
 
 
 def _package_file(package: str, suffixes: tuple[str, ...]) -> Path:

@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 
 from divcon.console import (DECOMPOSE_SHOTS_HELP, DECOMPOSE_STYLE_HELP, SHOTS_HELP, STYLE_HELP, console, fail,
-                            progress_bar,                             progress_callback, prompt_options, set_data_dir)
+                            progress_bar, progress_callback, prompt_options, set_data_dir)
 
 app = typer.Typer(help="Distill the decomposer (or solver): generate teacher traces, build training sets, train "
                        "LoRA students.", no_args_is_help=True, pretty_exceptions_show_locals=False)
@@ -141,3 +141,24 @@ def export(
     except ExportError as e:
         fail(str(e))
     console.print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB); serve it as {spec}")
+
+
+@app.command()
+def ship(
+    adapter: Path = typer.Argument(..., help="Adapter folder written by `divcon distill train`."),
+    alias: str = typer.Option(..., help="The model alias it ships as, e.g. sd-route-135m."),
+    title: str = typer.Option(..., help="One line for `divcon models`, e.g. 'SmolLM2-135M SD-route decomposer "
+                                        "(GSM8K)'."),
+    evidence: str = typer.Option(..., help="Why this student: the report (and row) that made it the best one."),
+) -> None:
+    """Ship a student inside divcon: its adapter goes into the package data, pinned by digest, with a training card;
+    `llamacpp:<alias>` (or the bare alias) then runs it offline on its embedded base."""
+    from divcon.distill.ship import ship as ship_student
+
+    try:
+        entry = ship_student(adapter, alias, title, evidence)
+    except (ValueError, OSError) as e:
+        fail(str(e))
+    console.print(f"shipped {alias}: {entry['base']} + LoRA {entry['digest'][:12]} "
+                  f"({entry['card'].get('steps', '?')} steps, commit {str(entry['card'].get('commit'))[:12]}); "
+                  f"use it as --decomposer {alias}")

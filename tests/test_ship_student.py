@@ -1,0 +1,96 @@
+"""``divcon distill ship``: a trained student becomes an embedded alias (its adapter in the package data, pinned by
+digest, with a training card); ``llamacpp:<alias>`` is then its base with that LoRA. On the tiny fake adapter of
+test_lora_adapter, so nothing is loaded or trained."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from divcon.backends import load_backend
+from divcon.backends import registry
+from divcon.backends.registry import ChecksumMismatch, students
+from divcon.cli import app
+from divcon.distill.ship import ship
+from tests.test_lora_adapter import make_adapter
+
+
+@pytest.fixture
+def root(tmp_path, monkeypatch):
+    """Where shipped students live, for this test only (the real one is the package's resources/students)."""
+    monkeypatch.setattr(registry, "STUDENTS_DIR", tmp_path / "students")
+    monkeypatch.setenv("DIVCON_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "students"
+
+
+@pytest.fixture
+def trained(tmp_path, monkeypatch) -> Path:
+    """A student folder as `divcon distill train` leaves it, trained on a set whose counts file sits beside it."""
+    monkeypatch.chdir(tmp_path)
+    adapter = make_adapter(tmp_path / "out" / "sd-route", tmp_path / "base")
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "sd-route.counts.json").write_text(json.dumps({"traces": 8, "kept": 5}))
+    (adapter / "divcon_train.json").write_text(json.dumps({
+        "config": {"data": str(tmp_path / "data" / "sd-route.jsonl"), "epochs": 2.0, "lr": 2e-4, "lora_r": 16,
+                   "max_len": 256, "batch_size": 4},
+        "base_alias": "smollm2-135m", "examples": 5, "examples_trained": 5, "steps": 3, "final_loss": 0.5,
+        "peak_rss_mb": 900}))
+    (adapter / "loss.png").write_bytes(b"not shipped")
+    return adapter
+
+
+def test_ship_copies_only_the_adapter_and_pins_it_with_a_card(root, trained, tmp_path):
+    entry = ship(trained, "sd-route-135m", "SD-route decomposer (GSM8K)", "reports/table1: SD-route/T row", root)
+    assert sorted(p.name for p in (root / "sd-route-135m").iterdir()) == ["adapter_config.json",
+                                                                          "adapter_model.safetensors"]
+    card = entry["card"]
+    assert card["config"]["data"] == "data/sd-route.jsonl"  # relative: a committed card holds no machine path
+    assert card["data_counts"] == {"traces": 8, "kept": 5} and card["steps"] == 3 and card["final_loss"] == 0.5
+    assert card["evidence"] == "reports/table1: SD-route/T row" and "peak_rss_mb" not in card
+    manifest = (root / "students.json").read_text()
+    assert str(tmp_path) not in manifest
+    assert students(root)["sd-route-135m"].base == "smollm2-135m"
+
+
+def test_a_shipped_alias_is_its_base_with_the_lora_and_shares_its_identity(root, trained):
+    ship(trained, "sd-route-135m", "t", "e", root)
+    shipped = load_backend("llamacpp:sd-route-135m,engine=inproc")
+    from_folder = load_backend(f"llamacpp:smollm2-135m,lora={trained},engine=inproc")
+    assert shipped.identity.key == from_folder.identity.key  # same weights: the call cache is shared
+    assert shipped.spec == "llamacpp:sd-route-135m,engine=inproc"  # what a run records: no machine path
+    assert load_backend("sd-route-135m").identity.key == shipped.identity.key  # the bare alias too
+
+
+def test_a_tampered_shipped_adapter_is_refused(root, trained):
+    ship(trained, "sd-route-135m", "t", "e", root)
+    weights = root / "sd-route-135m" / "adapter_model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-1] + b"\0")
+    with pytest.raises(ChecksumMismatch, match="refusing to load"):
+        load_backend("llamacpp:sd-route-135m")
+
+
+@pytest.mark.parametrize("alias, message", [("smollm2-135m", "base model's alias"), ("a,b", "alias")])
+def test_ship_refuses_a_bad_alias(root, trained, alias, message):
+    with pytest.raises(ValueError, match=message):
+        ship(trained, alias, "t", "e", root)
+    assert not (root / "students.json").exists()
+
+
+def test_ship_refuses_a_student_whose_base_is_not_embedded(root, trained):
+    meta = json.loads((trained / "divcon_train.json").read_text())
+    (trained / "divcon_train.json").write_text(json.dumps(meta | {"base_alias": None}))
+    with pytest.raises(ValueError, match="not an embedded model"):
+        ship(trained, "x-135m", "t", "e", root)
+
+
+def test_models_lists_a_shipped_student_and_the_cli_ships_one(root, trained):
+    runner = CliRunner()
+    result = runner.invoke(app, ["distill", "ship", str(trained), "--alias", "sd-route-135m", "--title",
+                                 "SD-route decomposer", "--evidence", "r"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert "use it as --decomposer sd-route-135m" in result.output
+    listed = runner.invoke(app, ["models"], env={"COLUMNS": "200"})
+    assert listed.exit_code == 0 and "sd-route-135m" in listed.output and "LoRA on smollm2-135m" in listed.output
