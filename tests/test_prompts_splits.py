@@ -131,6 +131,22 @@ def test_one_pipeline_sends_each_family_its_own_tuned_prompts():
     assert math_turns == [2, 2]  # system and the question
 
 
+def test_a_student_is_served_its_bare_prompt_whatever_its_familys_defaults():
+    from types import SimpleNamespace
+
+    teacher, student = _Sent(), _Sent()
+    student.identity = SimpleNamespace(files=(("model", "m"), ("lora_adapter", "a")))
+    Pipeline(PipelineConfig(mode="two-stage"), teacher, student).run_one(Example("q", "Q?", ["1"], context="C."),
+                                                                          "reading")
+    assert [len(m) for m in student.sent] == [2] and [len(m) for m in teacher.sent] == [6]  # bare; two demos
+    # a value given on purpose still wins, and a student solver gets no demonstrations either
+    teacher, student = _Sent(), _Sent()
+    student.identity = SimpleNamespace(files=(("model", "m"), ("lora_adapter", "a")))
+    pipe = Pipeline(PipelineConfig(mode="two-stage", decompose_shots=1), student, teacher)
+    pipe.run_one(Example("q", "Q?", ["1"], context="C."), "reading")
+    assert [len(m) for m in teacher.sent] == [4] and [len(m) for m in student.sent] == [2]
+
+
 def test_computed_style_asks_for_calculated_subquestions():
     plain = P.decompose_messages("Q?", None, "math", 4)[-1]["content"]
     computed = P.decompose_messages("Q?", None, "math", 4, style="computed")[-1]["content"]

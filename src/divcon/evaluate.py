@@ -12,7 +12,8 @@ from divcon import __version__
 from divcon.backends import LoggedBackend, RequestRejected, load_backend
 from divcon.backends.base import accounting_name
 from divcon.cost import Price, load_table, price_of
-from divcon.pipeline import STAGED_MODES, Pipeline, PipelineConfig, prompts_fingerprint, settings_of
+from divcon.pipeline import (STAGED_MODES, Pipeline, PipelineConfig, bare_for_students, prompts_fingerprint,
+                             settings_of)
 from divcon.runner import Scoring, StopWhen, run_in_flight
 from divcon.runs import RecordWriter, check_config, open_run, read_records, write_json
 from divcon.tasks import Example, Task, get_task
@@ -125,6 +126,7 @@ def evaluate(
     staged = pcfg.mode in STAGED_MODES
     solver_b = load_backend(solver)
     decomposer_b = load_backend(decomposer) if staged and decomposer and decomposer != solver else solver_b
+    pcfg = bare_for_students(pcfg, solver_b, decomposer_b)  # what the pipeline runs, so what the run records
     cfg = {**run_config(task, split, limit, offset, shuffle_seed, decomposer_b, solver_b, pcfg),
            "divcon_version": __version__}
     run_dir = out or runs_root / default_run_name(cfg)

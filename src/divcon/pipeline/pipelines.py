@@ -203,6 +203,23 @@ STRATEGIES: dict[str, type[Strategy]] = {"direct": SingleStage, "cot": SingleSta
                                          "dynamic": Dynamic, "auto": Routed}
 
 
+STUDENT_ROLES = ("lora", "lora_adapter", "adapter")  # identity files that make a model a fine-tuned student
+
+
+def _is_student(backend: LoggedBackend) -> bool:
+    return any(role in STUDENT_ROLES for role, _ in getattr(getattr(backend, "identity", None), "files", ()))
+
+
+def bare_for_students(config: PipelineConfig, solver: LoggedBackend, decomposer: LoggedBackend) -> PipelineConfig:
+    """A fine-tuned student is served the bare prompt it was trained on: no demonstrations in its own stage
+    (``decompose_shots=0`` for a student decomposer, ``shots=0`` for a student solver) unless a value is given,
+    whatever its task family's tuned value is for the teacher."""
+    bare = {"decompose_shots": 0} if config.decompose_shots is None and _is_student(decomposer) else {}
+    if config.shots is None and _is_student(solver):
+        bare["shots"] = 0
+    return replace(config, **bare)
+
+
 def settings_of(config: PipelineConfig, family: str) -> dict:
     """The mode and the settings its strategy's calls depend on, as run for ``family``: what a run dir records as its
     pipeline, so that a setting the mode never reads (a solve style for single-stage CoT) neither splits nor blocks a
@@ -213,12 +230,13 @@ def settings_of(config: PipelineConfig, family: str) -> dict:
 
 class Pipeline:
     """A mode's strategy bound to its models: ``run_one`` answers one question, ``run`` a list in order. The
-    strategy of a family runs with that family's tuned prompt settings (:func:`for_family`)."""
+    strategy of a family runs with that family's tuned prompt settings (:func:`for_family`), a student with its bare
+    prompt (:func:`bare_for_students`)."""
 
     def __init__(self, config: PipelineConfig, solver: LoggedBackend, decomposer: LoggedBackend | None = None):
-        self.config = config
         self.solver = solver
         self.decomposer = decomposer or solver
+        self.config = bare_for_students(config, self.solver, self.decomposer)
         self._strategies: dict[str, Strategy] = {}
 
     def strategy(self, family: str) -> Strategy:
