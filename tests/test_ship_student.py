@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from divcon.backends import load_backend
 from divcon.backends import registry
-from divcon.backends.registry import ChecksumMismatch, students
+from divcon.backends.registry import ChecksumMismatch, default_decomposer, students
 from divcon.cli import app
 from divcon.distill.ship import ship
 from tests.test_lora_adapter import make_adapter
@@ -89,8 +89,21 @@ def test_ship_refuses_a_student_whose_base_is_not_embedded(root, trained):
 def test_models_lists_a_shipped_student_and_the_cli_ships_one(root, trained):
     runner = CliRunner()
     result = runner.invoke(app, ["distill", "ship", str(trained), "--alias", "sd-route-135m", "--title",
-                                 "SD-route decomposer", "--evidence", "r"], env={"COLUMNS": "200"})
+                                 "SD-route decomposer", "--evidence", "r", "--default-for", "math"],
+                           env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
     assert "use it as --decomposer sd-route-135m" in result.output
     listed = runner.invoke(app, ["models"], env={"COLUMNS": "200"})
-    assert listed.exit_code == 0 and "sd-route-135m" in listed.output and "LoRA on smollm2-135m" in listed.output
+    assert listed.exit_code == 0 and "sd-route-135m" in listed.output
+    assert "LoRA on smollm2-135m; default decomposer for math" in listed.output
+
+
+def test_a_student_shipped_as_a_familys_default_is_divcon_solves_decomposer_there_only(root, trained):
+    assert default_decomposer("math") == "llamacpp:qwen2.5-1.5b"  # nothing shipped: the teacher
+    ship(trained, "sd-r-135m", "t", "e", root, default_for=("math",))
+    assert default_decomposer("math") == "llamacpp:sd-r-135m"
+    assert default_decomposer("reading") == "llamacpp:qwen2.5-1.5b"
+    ship(trained, "sd-route-135m", "t", "e", root, default_for=("math", "openqa"))  # takes math over
+    assert students(root)["sd-r-135m"].default_for == () and default_decomposer("math") == "llamacpp:sd-route-135m"
+    with pytest.raises(ValueError, match="unknown task families"):
+        ship(trained, "x-135m", "t", "e", root, default_for=("poetry",))

@@ -53,7 +53,9 @@ def solve(
     question: str = typer.Argument(..., help="The question to answer."),
     context: Optional[Path] = typer.Option(None, help="A file with a passage the question is about."),
     mode: str = typer.Option("two-stage", help=MODE_HELP),
-    decomposer: str = typer.Option(TEACHER, help="Model spec of the decomposer."),
+    decomposer: Optional[str] = typer.Option(None, help="Model spec of the decomposer (default: the student "
+                                                        "shipped as the family's default decomposer, see `divcon "
+                                                        "models`, else the teacher)."),
     solver: str = typer.Option(TEACHER, help="Model spec of the solver."),
     family: str = typer.Option("", help="Prompt family: math | reading | openqa (default: reading with context, "
                                         "else math)."),
@@ -67,15 +69,19 @@ def solve(
 ) -> None:
     """Answer one question and show subquestions, answer and cost."""
     from divcon.backends import load_backend
+    from divcon.backends.registry import default_decomposer
     from divcon.cost import price_of
     from divcon.pipeline import STAGED_MODES, Pipeline, PipelineConfig
     from divcon.tasks.answers import extract_math, extract_text
-    from divcon.tasks.base import Example
+    from divcon.tasks.base import FAMILIES, Example
 
     if not question.strip():
         fail("the question is empty")
     ctx = read_context(context)
     family = family or ("reading" if ctx else "math")
+    if family not in FAMILIES:
+        fail(f"unknown family {family!r}; families: {', '.join(FAMILIES)}")
+    decomposer = decomposer or default_decomposer(family)
     try:
         pcfg = PipelineConfig(mode=mode, max_subquestions=max_subquestions, solve_tokens=solve_tokens,
                               decompose_tokens=decompose_tokens,
@@ -196,7 +202,8 @@ def models() -> None:
                   f"{p.out_per_1k:.2e}")
     for a, s in students().items():  # a LoRA on an embedded base: priced, and installed, as that base
         p = price_of(f"llamacpp:{s.base}")
-        t.add_row(a, f"{s.title} (LoRA on {s.base})", f"{EMBEDDED[s.base].params_b}",
+        default = f"; default decomposer for {', '.join(s.default_for)}" if s.default_for else ""
+        t.add_row(a, f"{s.title} (LoRA on {s.base}{default})", f"{EMBEDDED[s.base].params_b}",
                   "yes" if s.base in have else "no", f"{p.in_per_1k:.2e}", f"{p.out_per_1k:.2e}")
     console.print(t)
 

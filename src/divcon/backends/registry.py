@@ -84,6 +84,7 @@ class EmbeddedStudent:
     base: str  # an EMBEDDED alias
     digest: str  # divcon.backends.identity.lora_adapter_digest of its folder: what it was pinned to when shipped
     card: dict  # how it was made and how it scored (data, steps, loss, commit, evidence)
+    default_for: tuple[str, ...] = ()  # task families whose default decomposer it is (shipped so on evidence)
 
     @property
     def folder(self) -> Path:
@@ -96,8 +97,16 @@ def students(root: Path | None = None) -> dict[str, EmbeddedStudent]:
     if not manifest.exists():
         return {}
     raw = json.loads(manifest.read_text(encoding="utf-8"))
-    return {alias: EmbeddedStudent(alias, s["title"], s["base"], s["digest"], s.get("card", {}))
+    return {alias: EmbeddedStudent(alias, s["title"], s["base"], s["digest"], s.get("card", {}),
+                                   tuple(s.get("default_for", ())))
             for alias, s in raw.items()}
+
+
+def default_decomposer(family: str) -> str:
+    """The decomposer ``divcon solve`` uses unless told: the shipped student made the default for ``family`` (when it
+    was at least as good as the teacher's decomposer on Table 1), else the teacher."""
+    chosen = [a for a, s in students().items() if family in s.default_for]
+    return f"llamacpp:{chosen[0]}" if chosen else f"llamacpp:{DEFAULT_TEACHER}"
 
 
 def student_adapter(alias: str) -> Path:

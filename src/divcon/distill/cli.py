@@ -150,13 +150,16 @@ def ship(
     title: str = typer.Option(..., help="One line for `divcon models`, e.g. 'SmolLM2-135M SD-route decomposer "
                                         "(GSM8K)'."),
     evidence: str = typer.Option(..., help="Why this student: the report (and row) that made it the best one."),
+    default_for: list[str] = typer.Option([], help="A task family (math | reading | openqa) whose default decomposer "
+                                                   "it becomes: only where it was at least as good as the teacher's "
+                                                   "on Table 1 (repeatable)."),
 ) -> None:
     """Ship a student inside divcon: its adapter goes into the package data, pinned by digest, with a training card;
     `llamacpp:<alias>` (or the bare alias) then runs it offline on its embedded base."""
     from divcon.distill.ship import ship as ship_student
 
     try:
-        entry = ship_student(adapter, alias, title, evidence)
+        entry = ship_student(adapter, alias, title, evidence, default_for=tuple(default_for))
     except (ValueError, OSError) as e:
         fail(str(e))
     console.print(f"shipped {alias}: {entry['base']} + LoRA {entry['digest'][:12]} "

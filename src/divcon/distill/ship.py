@@ -17,6 +17,7 @@ from divcon.backends.identity import LORA_ADAPTER_FILES, lora_adapter_digest
 from divcon.backends import registry
 from divcon.backends.registry import EMBEDDED, students
 from divcon.runs import write_json
+from divcon.tasks.base import FAMILIES
 
 # of divcon_train.json (its "config", then its results): what someone reusing the student asks
 CARD_CONFIG = ("data", "epochs", "lr", "lora_r", "max_len")
@@ -50,10 +51,12 @@ def card_of(adapter: Path, evidence: str) -> dict:
     return card | {"commit": _commit(), "evidence": evidence}
 
 
-def ship(adapter: Path, alias: str, title: str, evidence: str, root: Path | None = None) -> dict:
+def ship(adapter: Path, alias: str, title: str, evidence: str, root: Path | None = None,
+         default_for: tuple[str, ...] = ()) -> dict:
     """Copy ``adapter`` into ``root/<alias>`` (default: the package's resources/students) and pin it in
     ``root/students.json``; returns the manifest entry. Re-shipping an alias replaces it (a retrained student gets a
-    new digest)."""
+    new digest). ``default_for`` names the task families whose default decomposer it becomes (another student that
+    was the default for one of them stops being it)."""
     root = root or registry.STUDENTS_DIR
     if alias in EMBEDDED:
         raise ValueError(f"{alias!r} is an embedded base model's alias; choose another name")
@@ -64,13 +67,17 @@ def ship(adapter: Path, alias: str, title: str, evidence: str, root: Path | None
     base = json.loads((adapter / "divcon_train.json").read_text(encoding="utf-8")).get("base_alias")
     if base not in EMBEDDED:
         raise ValueError(f"{adapter}: its base ({base!r}) is not an embedded model, so it could not run offline")
-    entry = {"title": title, "base": base, "digest": digest, "card": card}
+    unknown = set(default_for) - set(FAMILIES)
+    if unknown:
+        raise ValueError(f"unknown task families {sorted(unknown)}; families: {', '.join(FAMILIES)}")
+    entry = {"title": title, "base": base, "digest": digest, "card": card, "default_for": list(default_for)}
     folder = root / alias
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
     for name in LORA_ADAPTER_FILES:
         shutil.copyfile(adapter / name, folder / name)
-    manifest = {a: {"title": s.title, "base": s.base, "digest": s.digest, "card": s.card}
+    manifest = {a: {"title": s.title, "base": s.base, "digest": s.digest, "card": s.card,
+                    "default_for": [f for f in s.default_for if f not in default_for]}
                 for a, s in students(root).items()} | {alias: entry}
     write_json(root / "students.json", manifest)
     return entry

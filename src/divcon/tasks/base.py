@@ -26,10 +26,13 @@ class Scored:
     metrics: dict[str, float]
 
 
+FAMILIES = ("math", "reading", "openqa")  # the prompt families: each task is one of them
+
+
 @dataclass
 class Task:
     name: str
-    family: str  # "math" | "reading" | "openqa": picks the prompts
+    family: str  # one of FAMILIES: picks the prompts
     splits: dict[str, Callable[[], list[Example]]]
     extract: Callable[[str], tuple[str | None, str]]
     score: Callable[[str | None, list[str], str], dict[str, float]]  # (answer, golds, full output) -> metrics
