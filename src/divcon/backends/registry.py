@@ -84,21 +84,19 @@ class EmbeddedStudent:
     base: str  # an EMBEDDED alias
     digest: str  # divcon.backends.identity.lora_adapter_digest of its folder: what it was pinned to when shipped
     card: dict  # how it was made and how it scored (data, steps, loss, commit, evidence)
-    default_for: tuple[str, ...] = ()  # task families whose default decomposer it is (shipped so on evidence)
-
-    @property
-    def folder(self) -> Path:
-        return STUDENTS_DIR / self.alias
+    default_for: tuple[str, ...]  # task families whose default decomposer it is (shipped so on evidence)
+    folder: Path  # its adapter folder, beside the manifest
 
 
 def students(root: Path | None = None) -> dict[str, EmbeddedStudent]:
     """The shipped students, from the manifest (empty before the first ``divcon distill ship``)."""
-    manifest = (root or STUDENTS_DIR) / "students.json"
+    root = root or STUDENTS_DIR
+    manifest = root / "students.json"
     if not manifest.exists():
         return {}
     raw = json.loads(manifest.read_text(encoding="utf-8"))
     return {alias: EmbeddedStudent(alias, s["title"], s["base"], s["digest"], s.get("card", {}),
-                                   tuple(s.get("default_for", ())))
+                                   tuple(s.get("default_for", ())), root / alias)
             for alias, s in raw.items()}
 
 

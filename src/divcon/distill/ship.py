@@ -9,12 +9,13 @@ the caller names (the report that made it the best student)."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 from pathlib import Path
 
-from divcon.backends.identity import LORA_ADAPTER_FILES, lora_adapter_digest
 from divcon.backends import registry
+from divcon.backends.identity import LORA_ADAPTER_FILES, lora_adapter_digest
 from divcon.backends.registry import EMBEDDED, students
 from divcon.runs import write_json
 from divcon.tasks.base import FAMILIES
@@ -60,7 +61,7 @@ def ship(adapter: Path, alias: str, title: str, evidence: str, root: Path | None
     root = root or registry.STUDENTS_DIR
     if alias in EMBEDDED:
         raise ValueError(f"{alias!r} is an embedded base model's alias; choose another name")
-    if not alias or "/" in alias or "," in alias or ":" in alias:
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", alias):
         raise ValueError(f"alias {alias!r}: use letters, digits, dots and dashes (it is written in model specs)")
     digest = lora_adapter_digest(adapter)  # also checks that it is an adapter folder
     card = card_of(adapter, evidence)
