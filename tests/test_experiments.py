@@ -241,12 +241,16 @@ def test_report_numbers_match_hand_computation(tmp_path: Path, monkeypatch: pyte
     assert price_of("llamacpp:qwen2.5-1.5b").dollars(big_in, big_out) == pytest.approx(big_dollars)
     assert row["model_seconds"] == pytest.approx(8.0) and row["model_seconds_per_question"] == pytest.approx(2.0)
     assert row["wall_seconds_per_question"] == pytest.approx(0.5)
+    # per correct answer (3 of 4 right): the big model's tokens, and every model's
+    assert row["big_tokens_per_correct"] == pytest.approx((big_in + big_out) / 3)
+    assert row["tokens_per_correct"] == pytest.approx((big_in + big_out + 400 + 80) / 3)
     lo, hi = row["ci95"]
     assert lo <= 0.75 <= hi
     md = (tmp_path / "rep" / "report.md").read_text()
     assert row["no_subquestions"] == 1 and row["mean_subquestions"] == pytest.approx(1.5)
     assert "Decompositions" in md and "| 1.50 | 1 of 4 |" in md
     assert "0.750 [" in md and "Data splits" in md and "passage-hashed" in md and "extra (not primary)" in md
+    assert "Cost per answer" in md and f"| {(big_in + big_out) / 3:.0f} |" in md
 
 
 def test_static_vs_dynamic_pairs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -93,6 +93,9 @@ def test_eval_with_questions_in_flight_writes_every_record_once(tmp_path):
     ids = [r["id"] for r in read_records(tmp_path / "run")]
     assert sorted(ids) == sorted(f"gsm8k-test-{i}" for i in range(9)) and s["n"] == 9
     assert s["questions_per_hour"] > 0 and s["busy_seconds"] <= s["wall_seconds"] + 1e-6
+    # the same run again, answered from the call cache: no throughput is claimed for it
+    _, again = evaluate("gsm8k", solver="fake:m", limit=9, out=tmp_path / "again", concurrency=4)
+    assert again["cached_calls"] == 2 * 9 and again["questions_per_hour"] is None  # decompose + solve
 
 
 SLOW_EVAL = """

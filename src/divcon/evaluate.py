@@ -234,6 +234,7 @@ def summarize(records: list[dict], cfg: dict, prices: dict | None = None, big: s
     big = big or big_model(list(by_model), prices, prefer=accounting_name(cfg.get("solver") or ""))
     unpriced = unpriced_models(list(by_model), prices)
     busy = busy_seconds(records)
+    cached = sum(u.get("calls", 1) for r in records for u in r["usage"] if u.get("cached"))
     sources: dict[str, int] = defaultdict(int)
     for r in records:
         sources[r["answer_source"]] += 1
@@ -260,7 +261,9 @@ def summarize(records: list[dict], cfg: dict, prices: dict | None = None, big: s
         "model_seconds": sum(v["seconds"] for v in by_model.values()),
         "wall_seconds": sum(r.get("wall_seconds", 0.0) for r in records),  # per-question latency, summed
         "busy_seconds": busy,
-        "questions_per_hour": n / busy * 3600 if busy > 0 else None,
+        "cached_calls": cached,
+        # a run's own throughput, so none where calls came from the call cache (they took no time in this run)
+        "questions_per_hour": n / busy * 3600 if busy > 0 and not cached else None,
         "big_model": big,
         "big_model_tokens": bm["tokens_in"] + bm["tokens_out"],
         "big_model_dollars": bm["dollars"],

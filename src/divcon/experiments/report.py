@@ -110,6 +110,9 @@ def _row(run: Run, summary: dict, big: str | None, out_dir: Path) -> dict[str, A
         # the paper's cost per unit of quality: every token spent, over the questions (or F1) it got right
         "tokens_per_correct": (summary["tokens_in"] + summary["tokens_out"]) / (summary["metrics"][primary] * n)
         if summary["metrics"].get(primary) else None,
+        # divcon's headline: what the big model spends per correct answer (the part a smaller decomposer replaces)
+        "big_tokens_per_correct": (bm["tokens_in"] + bm["tokens_out"]) / (summary["metrics"][primary] * n)
+        if summary["metrics"].get(primary) else None,
         "questions_per_hour": summary.get("questions_per_hour"),
         "mean_subquestions": summary["mean_subquestions"], "no_subquestions": summary["no_subquestions"],
         "truncated": summary["truncated"],
@@ -148,6 +151,11 @@ def _unpriced_note(rows: list[dict]) -> str | None:
             "front: "
             + "; ".join(f"{r['label']} ({r['task']}; unpriced: {', '.join(r['unpriced']) or '-'})" for r in left)
             + ". Add them to the price table (resources/prices.json or $DIVCON_PRICES) to place them.")
+
+
+def _num(x: float | None, fmt: str) -> str:
+    """A number for a table, "-" where there is none (e.g. per correct answer of a row that got none right)."""
+    return "-" if x is None else format(x, fmt)
 
 
 DEMONSTRATIONS = ("shots", "decompose_shots")  # prompt settings a static and a dynamic row must share to be compared
@@ -289,6 +297,15 @@ def _task_blocks(t: dict, big: str | None) -> list[Block]:
     blocks.append(("table", ["label", "model", "tokens in", "tokens out", "calls", "model s", "$"],
                    [[r["label"], m, str(u["tokens_in"]), str(u["tokens_out"]), str(u["calls"]), f"{u['seconds']:.1f}",
                      _fmt_money(u["dollars"])] for r in t["rows"] for m, u in r["by_model"].items()]))
+    blocks.append(("h3", "Cost per answer"))
+    blocks.append(("p", f"Tokens over the questions answered right (the sum of {p}, so a row that is right more often "
+                        "pays less per right answer); questions/hour is the run's own throughput, wall clock, and "
+                        "\"-\" where some of its calls came from the call cache (they took no time in that run)."))
+    blocks.append(("table", ["label", "calls/question", f"tokens per correct ({p}), all models",
+                             f"big-model tokens per correct ({short_name(big)})", "questions/hour"],
+                   [[r["label"], f"{r['calls_per_question']:.2f}", _num(r["tokens_per_correct"], ".0f"),
+                     _num(r["big_tokens_per_correct"], ".0f"), _num(r["questions_per_hour"], ".0f")]
+                    for r in t["rows"]]))
     two_stage = [r for r in t["rows"] if r["mode"] == "two-stage"]
     if two_stage:
         blocks.append(("h3", "Decompositions"))
@@ -310,15 +327,12 @@ def _task_blocks(t: dict, big: str | None) -> list[Block]:
                          f"{s['big_tokens_ratio']:.2f}" if s["big_tokens_ratio"] is not None else "-"]
                         for s in t["static_vs_dynamic"]]))
 
-        def num(x: float | None, fmt: str) -> str:
-            return "-" if x is None else format(x, fmt)
-
         blocks.append(("table", ["static", "dynamic", "calls/q static", "calls/q dynamic",
                                  f"tokens per correct ({p}) static", "dynamic", "questions/hour static", "dynamic"],
                        [[s["static_label"], s["dynamic_label"],
-                         *(num(s[f"{side}_calls_per_question"], ".2f") for side in ("static", "dynamic")),
-                         *(num(s[f"{side}_tokens_per_correct"], ".0f") for side in ("static", "dynamic")),
-                         *(num(s[f"{side}_questions_per_hour"], ".0f") for side in ("static", "dynamic"))]
+                         *(_num(s[f"{side}_calls_per_question"], ".2f") for side in ("static", "dynamic")),
+                         *(_num(s[f"{side}_tokens_per_correct"], ".0f") for side in ("static", "dynamic")),
+                         *(_num(s[f"{side}_questions_per_hour"], ".0f") for side in ("static", "dynamic"))]
                         for s in t["static_vs_dynamic"]]))
     return blocks
 
