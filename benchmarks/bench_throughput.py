@@ -30,6 +30,8 @@ from divcon.runner import StopWhen
 from divcon.runs import read_records, write_json
 
 TEACHER = "llamacpp:qwen2.5-1.5b"
+# the SD-R student of the committed runs was the zero-shot one, deleted when bench_distill was remade with today's
+# prompts: --report-only still rewrites the report from its runs; a new SD-R/T run needs the remade student
 STUDENT_SDR = "llamacpp:smollm2-135m,lora=reports/bench_distill/students/sd-r"
 DEFAULT_OUT = Path("reports/bench_throughput")
 ROWS = {"T/T": (TEACHER, TEACHER), "SD-R/T": (STUDENT_SDR, TEACHER)}
