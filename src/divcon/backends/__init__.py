@@ -62,9 +62,10 @@ def validate_spec(spec: str) -> ModelSpec:
             known = ", ".join(sorted(declared)) or "none"
             raise ValueError(f"unknown option {name!r} of {where}; options of the {parsed.kind} backend: {known}")
     if parsed.kind == "llamacpp" and not parsed.name.endswith(".gguf"):
-        from divcon.backends.registry import expand_student, lookup
+        from divcon.backends.registry import lookup, students
 
-        lookup(expand_student(parsed).name)
+        if parsed.name not in students():  # a shipped student's adapter is verified when the model is resolved
+            lookup(parsed.name)
     return parsed
 
 

@@ -107,27 +107,26 @@ def default_decomposer(family: str) -> str:
     return f"llamacpp:{chosen[0]}" if chosen else f"llamacpp:{DEFAULT_TEACHER}"
 
 
-def student_adapter(alias: str) -> Path:
+def student_adapter(student: EmbeddedStudent) -> Path:
     """The verified adapter folder of a shipped student: its content must still have the pinned digest."""
     from divcon.backends.identity import lora_adapter_digest
 
-    student = students()[alias]
     digest = lora_adapter_digest(student.folder)
     if digest != student.digest:
-        raise ChecksumMismatch(f"student {alias}: the adapter in {student.folder} has digest {digest}, pinned "
-                               f"{student.digest}; refusing to load it")
+        raise ChecksumMismatch(f"student {student.alias}: the adapter in {student.folder} has digest {digest}, "
+                               f"pinned {student.digest}; refusing to load it")
     return student.folder
 
 
 def expand_student(spec: ModelSpec) -> ModelSpec:
     """``llamacpp:<student alias>[,options]`` as what it runs: its base with ``lora=`` its verified adapter folder.
     Any other spec is returned as it is. The spec a run records stays the alias as typed (no machine path)."""
-    if spec.kind != "llamacpp" or spec.name not in students():
+    student = students().get(spec.name) if spec.kind == "llamacpp" else None
+    if student is None:
         return spec
     if "lora" in spec.options:
         raise ValueError(f"{spec}: a shipped student already carries its LoRA; drop the lora= option")
-    student = students()[spec.name]
-    return ModelSpec("llamacpp", student.base, {**spec.options, "lora": str(student_adapter(spec.name))})
+    return ModelSpec("llamacpp", student.base, {**spec.options, "lora": str(student_adapter(student))})
 
 
 def _package_file(package: str, suffixes: tuple[str, ...]) -> Path:
