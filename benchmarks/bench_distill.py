@@ -11,8 +11,9 @@ Steps, each skipped when its output already exists, so the benchmark resumes acr
 1. teacher traces on the training split, K samples per question by both routes (decompose + solve, and
    step-by-step single-stage), scored against gold;
 2. SD-T / SD-R / SD-route / SE-T / SE-A training sets;
-3. LoRA fine-tuning of the student on each (adapters are small and kept in --out); the students decode with
-   llama.cpp, ``lora=<adapter folder>`` deriving each one's LoRA GGUF once into the cache;
+3. LoRA fine-tuning of the student on each, the same number of optimizer steps for every student (``--max-steps``;
+   adapters are small and kept in --out; a time box stops training at a checkpoint that the next run resumes from);
+   the students decode with llama.cpp, ``lora=<adapter folder>`` deriving each one's LoRA GGUF once into the cache;
 4. evaluation on a fixed subset of the evaluation split: T single-stage, T/T, untrained-S/T, SD-T/T, SD-R/T,
    SD-route/T, T/SE-T, T/SE-A, as grid cells run round-robin in chunks of ``--chunk`` questions so that a run cut
    short leaves every row at about the same n;
@@ -69,7 +70,7 @@ def cells(task: str, teacher: str, student: str, students: Path, test_n: int) ->
 def command(args: argparse.Namespace) -> str:
     variants = "" if args.variants == ",".join(VARIANTS) else f" --variants {args.variants}"
     return (f"python benchmarks/bench_distill.py --task {args.task} --train-n {args.train_n} --test-n {args.test_n} "
-            f"--samples {args.samples}{variants}")
+            f"--samples {args.samples} --max-steps {args.max_steps}{variants}")
 
 
 def report(out: Path, args: argparse.Namespace, teacher: str, student: str, grid: list[Cell]) -> str:
@@ -139,6 +140,9 @@ def main() -> None:
     ap.add_argument("--test-n", type=int, default=300)
     ap.add_argument("--samples", type=int, default=2, help="samples per question and route (K, for SD-R screening)")
     ap.add_argument("--epochs", type=float, default=2.0)
+    ap.add_argument("--max-steps", type=int, default=300,
+                    help="optimizer steps per student (batch 4), overriding --epochs where > 0: every student gets the "
+                         "same training budget however many examples its set kept (-1: --epochs over each set)")
     ap.add_argument("--variants", default=",".join(VARIANTS), help="students to make (comma-separated)")
     ap.add_argument("--chunk", type=int, default=20, help="questions per row per round of the evaluation")
     ap.add_argument("--out", type=Path, default=None, help="default reports/bench_distill (gsm8k), "
@@ -180,7 +184,8 @@ def main() -> None:
                 break
             if not (out / "students" / v / "divcon_train.json").exists():
                 train(TrainConfig(base=args.student, data=str(out / "data" / f"{v}.jsonl"),
-                                  out=str(out / "students" / v), epochs=args.epochs, max_len=max_len[v[:2]]))
+                                  out=str(out / "students" / v), epochs=args.epochs, max_steps=args.max_steps,
+                                  max_len=max_len[v[:2]]), should_stop=stop.out_of_time)
         if args.test_n and not stop.out_of_time():
             runs = out / "runs"
             write_grid_json(runs, Grid(grid, baseline=BASELINE), [file_status(c, runs) for c in grid], None)

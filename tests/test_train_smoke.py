@@ -133,3 +133,25 @@ def test_training_resumes_from_checkpoint(cache, tmp_path, monkeypatch):
     assert s["resumed_from_step"] == 4 and s["steps"] == 4
     assert [json.loads(line)["step"] for line in (out / "train_log.jsonl").read_text().splitlines()] == [1, 2, 3, 4]
     assert not (out / "checkpoints").exists() and (out / "adapter_model.safetensors").exists()
+
+
+def test_training_stops_at_a_time_limit_and_resumes(cache, tmp_path):
+    """A time box ends training after the step in progress with a checkpoint there and no adapter; the same config
+    run again resumes from that step and finishes."""
+    from divcon.backends.registry import ModelNotAvailable
+    from divcon.distill import train as T
+
+    data = tmp_path / "sd.jsonl"
+    tiny_set(data, n=8)
+    out = tmp_path / "student"
+    cfg = T.TrainConfig(base="smollm2-135m", data=str(data), out=str(out), max_steps=3, save_steps=100, lr=1e-3,
+                        max_len=256, batch_size=4, logging_steps=1)
+    try:
+        assert T.train(cfg, should_stop=lambda: True) is None
+    except ModelNotAvailable as e:
+        pytest.skip(str(e))
+    assert [p.name for p in (out / "checkpoints").glob("checkpoint-*")] == ["checkpoint-1"]
+    assert not (out / "adapter_model.safetensors").exists() and not (out / "divcon_train.json").exists()
+    s = T.train(cfg, should_stop=lambda: False)
+    assert s["resumed_from_step"] == 1 and s["steps"] == 3
+    assert (out / "adapter_model.safetensors").exists() and not (out / "checkpoints").exists()

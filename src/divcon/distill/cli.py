@@ -103,18 +103,27 @@ def train(
     target_modules: str = typer.Option("q_proj,k_proj,v_proj,o_proj",
                                        help="LoRA target modules, comma-separated, or all-linear."),
     save_steps: int = typer.Option(25, min=1, help="Checkpoint interval; re-running the same command resumes."),
+    stop_after: Optional[float] = typer.Option(None, min=0.0, help="Minutes; then stop at a checkpoint after the "
+                                               "step in progress and exit with status 3 (re-run the same command "
+                                               "to go on)."),
 ) -> None:
     """LoRA fine-tune a student, loss on the assistant turn only. CPU unless a GPU is available."""
     from divcon.distill.train import TrainConfig, train as run_train
+    from divcon.runner import StopWhen
 
     if not data.exists():
         fail(f"training set not found: {data}")
     try:
         s = run_train(TrainConfig(base=base, data=str(data), out=str(out), epochs=epochs, max_steps=max_steps,
                                   max_examples=max_examples, lr=lr, lora_r=lora_r, batch_size=batch_size,
-                                  max_len=max_len, target_modules=target_modules, save_steps=save_steps))
+                                  max_len=max_len, target_modules=target_modules, save_steps=save_steps),
+                      should_stop=StopWhen.after_minutes(stop_after).out_of_time)
     except (ValueError, RuntimeError, OSError) as e:
         fail(str(e))
+    if s is None:
+        console.print(f"stopped at the time limit with a checkpoint in {out / 'checkpoints'}; "
+                      "re-run the same command to go on")
+        raise typer.Exit(3)
     t = Table("examples", "steps", "device", "s/step", "total s", "peak RSS MB", "final loss")
     t.add_row(str(s["examples"]), str(s["steps"]), s["device"], f"{s['seconds_per_step']:.2f}",
               f"{s['total_seconds']:.0f}", f"{s['peak_rss_mb']:.0f}",

@@ -14,7 +14,9 @@ the folder is what gets committed. Alongside: ``divcon_train.json`` (config, siz
 
 Training on a CPU takes tens of minutes, longer than a session may have left, so it checkpoints every ``save_steps``
 into ``<out>/checkpoints`` (adapter, optimizer, scheduler, RNG and data position) and a re-run with the same config
-resumes from the last one; the checkpoints are removed once the adapter is saved.
+resumes from the last one; the checkpoints are removed once the adapter is saved. A time box (``should_stop``, e.g.
+a benchmark's ``--stop-after``) ends training cleanly after the current step with a checkpoint, so a session that has
+an hour left trains an hour, not zero minutes or an hour and a lost half.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Callable
 
 from divcon.runs import ConfigMismatch, RunLock, open_run, write_json
 
@@ -106,8 +109,10 @@ def plot_loss(log: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
-def train(cfg: TrainConfig) -> dict:
-    """Fine-tune and save; returns what is written to ``divcon_train.json``."""
+def train(cfg: TrainConfig, should_stop: Callable[[], bool] | None = None) -> dict | None:
+    """Fine-tune and save; returns what is written to ``divcon_train.json``. When ``should_stop()`` turns true
+    before the last step, training stops after the step in progress, saves a checkpoint there and returns None:
+    nothing is saved as the adapter, and re-running the same config resumes from that checkpoint."""
     import torch
     from datasets import Dataset
     from peft import LoraConfig
@@ -148,11 +153,14 @@ def train(cfg: TrainConfig) -> dict:
 
     class _LogLoss(TrainerCallback):
         """Appends each logged loss as it happens, so a long run can be watched (tail -f train_log.jsonl); also logs
-        the last step, which ``logging_steps`` may skip, so the final loss is always known."""
+        the last step, which ``logging_steps`` may skip, so the final loss is always known; and stops at a
+        checkpoint once ``should_stop()`` says so."""
 
         def on_step_end(self, args, state, control, **kwargs):
             if state.global_step >= state.max_steps:
                 control.should_log = True
+            elif should_stop is not None and should_stop():
+                control.should_save = control.should_training_stop = True
 
         def on_log(self, args, state, control, logs=None, **kwargs):
             if logs and "loss" in logs:
@@ -168,6 +176,9 @@ def train(cfg: TrainConfig) -> dict:
     t_train = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=resume)
     train_seconds = time.perf_counter() - t_train
+    if result.global_step < trainer.state.max_steps:  # stopped by should_stop, at a checkpoint
+        lock.release()
+        return None
     trainer.model.save_pretrained(str(out))  # the adapter only: the tokenizer is the base's, unchanged but for pad
     adapter_cfg_path = out / "adapter_config.json"
     adapter_cfg = json.loads(adapter_cfg_path.read_text(encoding="utf-8"))
