@@ -128,3 +128,28 @@ def test_drop_matches_official_normalisation_order(pred, gold, em, f1):
 def test_drop_score_reads_percent_as_number():
     """Official behaviour: '12%' equals the gold '12' once punctuation is gone, so EM and F1 are 1."""
     assert drop_score("12%", ["12", "twelve"]) == {"em": 1.0, "f1": 1.0}
+
+
+@pytest.mark.parametrize("output,answer,acc", [
+    ("7 x 6 = 42. The answer is (B).", "B", 1.0),
+    ("The answer is B) 42", "B", 1.0),
+    ("Final answer: option B", "B", 1.0),
+    ("The answer is C.", "C", 0.0),
+    ("So the total is 42.\nThe answer is 42.", "42", 1.0),  # the correct option's value counts
+    ("The answer is 42.00", "42.00", 1.0),
+    ("The answer is 44.", "44", 0.0),  # another option's value
+    ("The answer is a number near 42", "a number near 42", 0.0),  # 'a' is an article here, not choice A
+    ("I would pick (D), no, (B)", "B", 1.0),  # no marker: the last parenthesised letter
+])
+def test_aqua_choice_scoring(output, answer, acc):
+    from divcon.tasks import get_task
+
+    scored = get_task("aqua").evaluate(output, ["B", "42"])
+    assert (scored.answer, scored.metrics["acc"]) == (answer, acc)
+
+
+def test_aqua_non_numeric_option_needs_its_text_not_its_first_number():
+    from divcon.tasks.metrics import choice_acc
+
+    golds = ["A", "5(√3 + 1)"]
+    assert choice_acc("5", golds) == 0.0 and choice_acc("5(√3 + 1)", golds) == 1.0 and choice_acc("A", golds) == 1.0

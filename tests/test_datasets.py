@@ -161,3 +161,24 @@ def test_asdiv_parse_error_names_file(data):
 def test_data_format_error_is_a_value_error():
     """The CLI turns ValueError into a one-line error, so a damaged data file needs no new handling there."""
     assert issubclass(DataFormatError, ValueError)
+
+
+def _aqua(correct: str = "B", options: list | None = None) -> str:
+    return json.dumps({"question": "What is 6 x 7?", "options": options or ["A)40", "B)42", "C)44", "D)46", "E)48"],
+                       "rationale": "6 x 7 = 42", "correct": correct}) + "\n"
+
+
+def test_aqua_question_shows_the_choices_and_golds_are_letter_and_option(data):
+    _write(data, "aqua/test.json", _aqua() + "\n" + _aqua("E", ["A)1", "B)2", "C)3", "D)4", "E)None of these"]))
+    first, second = ds.aqua("test")
+    assert first.question.endswith("Answer choices: (A) 40 (B) 42 (C) 44 (D) 46 (E) 48\n"
+                                   "Answer with the letter of the correct choice.")
+    assert first.golds == ["B", "42"] and second.golds == ["E", "None of these"] and second.id == "aqua-test-1"
+
+
+@pytest.mark.parametrize("line,msg", [(_aqua("F"), "'correct' is 'F'"), (_aqua(options=["A 40"]), "option 'A 40'"),
+                                      ('{"question": "q"}\n', "missing field 'options'")])
+def test_aqua_malformed_names_file_and_line(data, line, msg):
+    _write(data, "aqua/dev.json", _aqua() + line)
+    with pytest.raises(DataFormatError, match=rf"dev.json: line 2: .*{msg}|dev.json: line 2: {msg}"):
+        ds.aqua("dev")

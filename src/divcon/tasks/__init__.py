@@ -12,9 +12,10 @@ from __future__ import annotations
 from functools import partial
 
 from divcon.tasks import datasets as ds
-from divcon.tasks.answers import extract_math, extract_text
+from divcon.tasks.answers import extract_choice, extract_math, extract_text
 from divcon.tasks.base import Example, Scored, Task
-from divcon.tasks.metrics import drop_score, numeric_em, numeric_lenient, open_em, open_lenient
+from divcon.tasks.metrics import (choice_acc, choice_lenient, drop_score, numeric_em, numeric_lenient, open_em,
+                                  open_lenient)
 
 
 def _math_score(answer: str | None, golds: list[str], output: str) -> dict[str, float]:
@@ -27,6 +28,10 @@ def _drop_score(answer: str | None, golds: list[str], output: str) -> dict[str, 
 
 def _open_score(answer: str | None, golds: list[str], output: str) -> dict[str, float]:
     return {"acc": open_em(answer, golds), "lenient": open_lenient(output, golds)}
+
+
+def _choice_score(answer: str | None, golds: list[str], output: str) -> dict[str, float]:
+    return {"acc": choice_acc(answer, golds), "lenient": choice_lenient(output, golds)}
 
 
 def _math(name: str, loader, description: str, splits: dict | None = None, default_split: str = "test") -> Task:
@@ -58,6 +63,9 @@ TASKS: dict[str, Task] = {
         _math("svamp", ds.svamp, "SVAMP arithmetic word problems (1000)"),
         _math("multiarith", ds.multiarith, "MultiArith (600)"),
         _math("asdiv", ds.asdiv, "ASDiv, numeric-answer problems"),
+        Task("aqua", "math", {"dev": partial(ds.aqua, "dev"), "test": partial(ds.aqua, "test")}, extract_choice,
+             _choice_score, "acc", "AQuA-RAT multiple-choice algebra (254 test); accuracy on the chosen letter, or "
+             "the correct option's exact text; gold = letter and option"),
         _openqa("hotpotqa", "hotpotqa", "dev.json", description="HotpotQA dev questions (closed book)"),
         _openqa("2wiki", "2wikimultihopqa", "2wikimultihop_test_questions_and_answers.json",
                 description="2WikiMultihopQA dev questions (closed book)"),

@@ -111,3 +111,27 @@ def extract_text(text: str) -> tuple[str | None, str]:
     if lines:
         return _clean(lines[-1]), "last_line"
     return None, "none"
+
+
+# a choice letter at the start of a marked answer: "C", "(C)", "C)", "C. 13.6", "option C"; upper case only, so that
+# an answer starting with the article "a" is not read as choice A
+_CHOICE_RE = re.compile(r"^(?:(?i:option|choice)\s*)?\(?([A-E])\)?(?=$|[\s.:,])")
+_PAREN_CHOICE_RE = re.compile(r"\(([A-E])\)")
+
+
+def extract_choice(text: str) -> tuple[str | None, str]:
+    """(answer, source) for a multiple-choice task (AQuA). The marked answer's choice letter if it starts with one;
+    else the marked answer itself (a value, for the scorer to compare with the correct option's text; a marked
+    equation gives its result). Without a marker: the last "(X)" in the text ('last_choice'), else the last number
+    ('last_number')."""
+    marked = extract_marked(text)
+    if marked:
+        m = _CHOICE_RE.match(marked)
+        return (m.group(1) if m else equation_result(marked)), "marker"
+    letters = _PAREN_CHOICE_RE.findall(text or "")
+    if letters:
+        return letters[-1], "last_choice"
+    nums = list(NUMBER_RE.finditer(text or ""))
+    if nums:
+        return nums[-1].group(0), "last_number"
+    return None, "none"

@@ -214,3 +214,33 @@ def _asdiv(path: Path) -> list[Example]:
         q = f"{p.findtext('Body', '').strip()} {p.findtext('Question', '').strip()}"
         out.append(Example(f"asdiv-{p.get('ID')}", q, [ans]))
     return out
+
+
+def aqua(split: str) -> list[Example]:
+    return _aqua(_file("aqua", f"{split}.json"), split)
+
+
+_AQUA_OPTION_RE = re.compile(r"^(?P<letter>[A-E])\)\s*(?P<text>.*)$", re.S)
+
+
+@lru_cache(maxsize=None)
+def _aqua(path: Path, split: str) -> list[Example]:
+    """AQuA-RAT, one JSON object per line: the options are written into the question ("Answer choices: (A) 21 (B)
+    ..."), and the golds are the correct letter and that option's text (a model may answer either)."""
+    out = []
+    for where, d in _jsonl(path):
+        options = {}
+        for o in _field(d, "options", where, list):
+            m = _AQUA_OPTION_RE.match(o.strip()) if isinstance(o, str) else None
+            if not m:
+                raise DataFormatError(f"{where}: option {o!r} is not '<A-E>)<text>'")
+            options[m["letter"]] = m["text"].strip()
+        correct = _field(d, "correct", where)
+        if correct not in options:
+            raise DataFormatError(f"{where}: 'correct' is {correct!r}, not one of the options {sorted(options)}")
+        choices = " ".join(f"({k}) {v}" for k, v in options.items())
+        question = (f"{_field(d, 'question', where).strip()}\nAnswer choices: {choices}\n"
+                    "Answer with the letter of the correct choice.")
+        out.append(Example(f"aqua-{split}-{len(out)}", question, [correct, options[correct]],
+                           meta={"rationale": d.get("rationale")}))
+    return out

@@ -144,3 +144,32 @@ def open_lenient(output: str, golds: list[str]) -> float:
     """The paper's lenient accuracy: a normalised gold answer contained in the normalised output."""
     o = squad_normalize(output or "")
     return float(any(squad_normalize(g) and squad_normalize(g) in o for g in golds))
+
+
+# ---- multiple choice (AQuA): golds = [the correct letter, that option's text] ----
+_PLAIN_NUMBER_RE = re.compile(r"\s*-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?\s*")
+
+
+def choice_acc(pred: str | None, golds: list[str]) -> float:
+    """1 when the answer is the correct letter, or exactly the correct option's text: numerically when that option
+    is a plain number (so "13.5" matches "13.50", but "5" does not match "5(√3 + 1)"), else after SQuAD
+    normalisation. Only the correct option is compared, so a value that is some other option's scores 0."""
+    if not pred:
+        return 0.0
+    letter, option = golds[0], golds[1] if len(golds) > 1 else ""
+    if pred.strip() in "ABCDE":
+        return float(pred.strip() == letter)
+    if _PLAIN_NUMBER_RE.fullmatch(option):
+        return float(_PLAIN_NUMBER_RE.fullmatch(pred) is not None and numbers_equal(parse_number(pred),
+                                                                                 parse_number(option)))
+    return float(bool(option) and squad_normalize(pred) == squad_normalize(option))
+
+
+def choice_lenient(output: str, golds: list[str]) -> float:
+    """Lenient extra: "(<correct letter>)" anywhere in the output, or the correct option's value anywhere in it."""
+    option = golds[1] if len(golds) > 1 else ""
+    if f"({golds[0]})" in (output or ""):
+        return 1.0
+    if _PLAIN_NUMBER_RE.fullmatch(option):
+        return numeric_lenient(output, [option])
+    return open_lenient(output, [option]) if option else 0.0
