@@ -144,7 +144,9 @@ def main() -> None:
                     help="optimizer steps per student (batch 4), overriding --epochs where > 0: every student gets the "
                          "same training budget however many examples its set kept (-1: --epochs over each set)")
     ap.add_argument("--variants", default=",".join(VARIANTS), help="students to make (comma-separated)")
-    ap.add_argument("--chunk", type=int, default=20, help="questions per row per round of the evaluation")
+    ap.add_argument("--chunk", type=int, default=48,
+                    help="questions per row per round of the evaluation: a multiple of the 16 slots, since each round "
+                         "ends with a tail of fewer questions in flight (a bigger chunk wastes less of it)")
     ap.add_argument("--out", type=Path, default=None, help="default reports/bench_distill (gsm8k), "
                                                            "reports/bench_distill_<task> otherwise")
     ap.add_argument("--stop-after", type=float, default=None, help="minutes; stop cleanly between examples")
