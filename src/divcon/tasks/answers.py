@@ -96,6 +96,11 @@ def extract_math(text: str) -> tuple[str | None, str]:
         marked = equation_result(marked)
     if marked is not None and parse_number(marked) is not None:
         return marked, "marker"
+    return _last_number(text)
+
+
+def _last_number(text: str) -> tuple[str | None, str]:
+    """The fallback of the numeric filters when no marker gives the answer: the last number written, or none."""
     nums = list(NUMBER_RE.finditer(text or ""))
     if nums:
         return nums[-1].group(0), "last_number"
@@ -131,7 +136,4 @@ def extract_choice(text: str) -> tuple[str | None, str]:
     letters = _PAREN_CHOICE_RE.findall(text or "")
     if letters:
         return letters[-1], "last_choice"
-    nums = list(NUMBER_RE.finditer(text or ""))
-    if nums:
-        return nums[-1].group(0), "last_number"
-    return None, "none"
+    return _last_number(text)

@@ -157,7 +157,7 @@ def choice_acc(pred: str | None, golds: list[str]) -> float:
     if not pred:
         return 0.0
     letter, option = golds[0], golds[1] if len(golds) > 1 else ""
-    if pred.strip() in "ABCDE":
+    if pred.strip() in ("A", "B", "C", "D", "E"):  # a letter, not any substring of "ABCDE"
         return float(pred.strip() == letter)
     if _PLAIN_NUMBER_RE.fullmatch(option):
         return float(_PLAIN_NUMBER_RE.fullmatch(pred) is not None and numbers_equal(parse_number(pred),
