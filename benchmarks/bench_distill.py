@@ -19,13 +19,15 @@ Steps, each skipped when its output already exists, so the benchmark resumes acr
    short leaves every row at about the same n;
 5. a report (markdown + JSON) generated from the run files only, every row paired with T/T on the same questions
    with a 95% bootstrap interval.
-``--stop-after`` (minutes) ends the run cleanly between examples so a session can commit what it has.
+``--stop-after`` (minutes) ends the run cleanly between examples so a session can commit what it has; the exit
+status is then 3 (0 once every step is done), so a driver such as benchmarks/evidence.py knows to resume.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from tqdm import tqdm
@@ -193,9 +195,12 @@ def main() -> None:
             write_grid_json(runs, Grid(grid, baseline=BASELINE), [file_status(c, runs) for c in grid], None)
             run_round_robin(grid, runs, args.chunk, stop.deadline, on_chunk=print_chunk)
             write_grid_json(runs, Grid(grid, baseline=BASELINE), [file_status(c, runs) for c in grid], None)
-    if stop.out_of_time():
-        print("stopped at the time limit; re-run the same command to continue", flush=True)
+    trained = all((out / "students" / v / "divcon_train.json").exists() for v in variants)
+    evaluated = not args.test_n or all(file_status(c, out / "runs").status == "done" for c in grid)
     print(report(out, args, teacher, student, grid))
+    if not (trained and evaluated):  # only a time box leaves work undone (an error raises): exit 3 means "resume"
+        print("stopped at the time limit; re-run the same command to continue", flush=True)
+        sys.exit(3)
 
 
 if __name__ == "__main__":

@@ -7,9 +7,10 @@ and records per failure mode.
 
 The cells of the grid (all on one task's dev split) are raised together in rounds of ``--chunk`` questions, so a run
 cut short by ``--stop-after`` leaves every cell at about the same n and the comparison already means something;
-re-running the same command resumes. The report is ``divcon report`` of the grid (each cell paired with the grid's
-``baseline`` on the same questions) plus, for every two-stage or dynamic cell, counts of its failure modes and a
-few of its records per mode, read from the run files.
+re-running the same command resumes (the exit status is 3 while chosen cells are unfinished, 0 once they are all
+done). The report is ``divcon report`` of the grid (each cell paired with the grid's ``baseline`` on the same
+questions) plus, for every two-stage or dynamic cell, counts of its failure modes and a few of its records per mode,
+read from the run files.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import sys
 import time
 from pathlib import Path
 
@@ -133,15 +135,15 @@ def main() -> None:
     out = grid.out or Path("runs/experiments") / args.config.stem
     report_dir = args.report or out.parent
     write_grid_json(out, grid, [file_status(c, out) for c in grid.cells], args.config)
+    chosen = grid.cells
+    if args.only:
+        labels = [x.strip() for x in args.only.split(",")]
+        unknown = sorted(set(labels) - {c.label for c in grid.cells})
+        if unknown:
+            ap.error(f"no cell labelled {', '.join(unknown)}")
+        chosen = [c for c in grid.cells if c.label in labels]
     if not args.report_only:
         deadline = time.monotonic() + args.stop_after * 60 if args.stop_after is not None else None
-        chosen = grid.cells
-        if args.only:
-            labels = [x.strip() for x in args.only.split(",")]
-            unknown = sorted(set(labels) - {c.label for c in grid.cells})
-            if unknown:
-                ap.error(f"no cell labelled {', '.join(unknown)}")
-            chosen = [c for c in grid.cells if c.label in labels]
         run_round_robin(chosen, out, args.chunk, deadline, on_chunk=print_chunk)
         write_grid_json(out, grid, [file_status(c, out) for c in grid.cells], args.config)
     started = [c.run_dir(out) for c in grid.cells if (c.run_dir(out) / "config.json").exists()]
@@ -156,6 +158,9 @@ def main() -> None:
     done = {c.label: file_status(c, out).done for c in grid.cells}
     print(json.dumps(done), flush=True)
     print(f"report: {md}")
+    if not args.report_only and any(file_status(c, out).status not in ("done", "skipped") for c in chosen):
+        print("stopped at the time limit; re-run the same command to continue", flush=True)
+        sys.exit(3)  # as bench_distill: "resume", for a driver such as benchmarks/evidence.py
 
 
 if __name__ == "__main__":

@@ -196,6 +196,21 @@ def test_cli_experiment_round_robin(env: Path) -> None:
     assert [(c["status"], c["done"]) for c in read_grid_json(env / "g")["cells"]] == [("done", 3), ("done", 3)]
 
 
+def test_cli_experiment_time_box_exit_status(env: Path) -> None:
+    """A time box that leaves cells unfinished exits 3 (a script resumes), the run that finishes them exits 0."""
+    from divcon.cli import app
+
+    cfg = env / "grid.yaml"
+    cfg.write_text(GRID_YAML)
+    res = CliRunner().invoke(app, ["experiment", str(cfg), "--out", "g", "--stop-after", "0"])
+    assert res.exit_code == 3, res.output
+    assert "2 cell(s) unfinished" in res.output
+    assert {c["status"] for c in read_grid_json(env / "g")["cells"]} == {"pending"}
+    res = CliRunner().invoke(app, ["experiment", str(cfg), "--out", "g", "--stop-after", "60"])
+    assert res.exit_code == 0, res.output
+    assert {c["status"] for c in read_grid_json(env / "g")["cells"]} == {"done"}
+
+
 def _fixture_run(run_dir: Path) -> None:
     """A run written by hand: 4 GSM8K questions, em 1,0,1,1; decomposer smollm2, solver qwen2.5-1.5b."""
     run_dir.mkdir(parents=True)

@@ -113,6 +113,8 @@ def experiment(
     console.print(f"grid dir: {out}  (report: divcon report {out} --out {out / 'report'})")
     if any(s.status == "failed" for c, s in zip(grid.cells, statuses) if only_task in (None, c.task)):
         raise typer.Exit(1)
+    if unfinished and stop_after is not None:  # 3, as `divcon distill train`: a script can tell "resume" from "done"
+        raise typer.Exit(3)
 
 
 def expand_run_dirs(paths: list[Path]) -> tuple[list[Path], str | None, str | None]:

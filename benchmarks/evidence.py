@@ -1,0 +1,161 @@
+"""Benchmark driver (not a test): every measurement the open issues still need, made in order inside one time box and
+resumed by the next session, so the committed evidence is reproduced by one command.
+
+    python benchmarks/evidence.py --stop-after MIN    # run the next steps until MIN minutes are spent
+    python benchmarks/evidence.py --list              # the steps, their commands and what the state file says
+
+Each step is a command of this repository that resumes from its own files, exits 0 once its work is complete and 3
+when a time box stopped it (``divcon experiment``, ``benchmarks/bench_distill.py``, ``benchmarks/bench_prompts.py``).
+The driver gives each step the minutes left, stops at the first that exits 3 (and exits 3 itself), and stops on any
+other status with that status. A complete step costs only reading its files, so every run starts from the first.
+After the steps, whatever happened, the claims page is rewritten from the run files (``divcon claims``).
+
+The first time a step starts, it deletes the outputs it remakes (``replaces``: runs of earlier prompts or students
+that must not be mixed with the new ones); the state file ``reports/evidence.json`` (commit it with the reports)
+records which steps have started and finished and the minutes each has run, so a resumed step keeps its files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+STATE = Path("reports/evidence.json")
+RESUME = 3  # the exit status of a step that a time box stopped
+MIN_MINUTES = 2.0  # a step given less cannot load its models and do anything worth keeping
+PY = sys.executable
+DIVCON = str(Path(sys.executable).parent / "divcon")  # the console script installed beside this interpreter
+
+
+@dataclass(frozen=True)
+class Step:
+    """One resumable command; ``argv`` takes ``--stop-after MIN`` appended, ``report`` (no model) runs after it."""
+    name: str
+    why: str
+    argv: tuple[str, ...]
+    report: tuple[str, ...] = ()
+    env: dict[str, str] = field(default_factory=dict)
+    replaces: tuple[str, ...] = ()
+
+
+def distill(task: str, *args: str) -> tuple[str, ...]:
+    return (PY, "benchmarks/bench_distill.py", "--task", task, *args)
+
+
+STEPS = (
+    Step("distill-gsm8k", "issue 12: the five GSM8K students and their evaluation on 300 test questions",
+         distill("gsm8k", "--train-n", "600", "--test-n", "300", "--samples", "2")),
+    Step("prompts-drop", "issue 12: the DROP dev ablation at n=150 for single-stage and the two 2-shot two-stage "
+                         "prompts",
+         (PY, "benchmarks/bench_prompts.py", "--config", "configs/prompts_drop.yaml",
+          "--only", "cot 2-shot,T/T working 2-shot,T/T plan 2-shot")),
+    # DROP and Bamboogle sets are small (Bamboogle's distill half is 71 questions): two epochs over each set
+    # (--max-steps -1), not GSM8K's fixed 300 steps, which would be many epochs over a few hundred examples
+    Step("distill-drop", "issues 12/14: the DROP decomposer students, 2 samples per route (SD-R screening, router)",
+         distill("drop", "--train-n", "120", "--test-n", "0", "--samples", "2", "--max-steps", "-1",
+                 "--variants", "sd-t,sd-r,sd-route"),
+         replaces=("reports/bench_distill_drop",)),
+    Step("distill-bamboogle", "issue 14: the Bamboogle decomposer students",
+         distill("bamboogle", "--train-n", "71", "--test-n", "0", "--samples", "2", "--max-steps", "-1",
+                 "--variants", "sd-t,sd-r,sd-route"),
+         replaces=("reports/bench_distill_bamboogle",)),
+    Step("table1", "issue 14: Table 1 at GSM8K 500, DROP 300, Bamboogle 54",
+         (DIVCON, "experiment", "configs/table1.yaml", "--chunk", "48"),
+         report=(DIVCON, "report", "reports/table1/runs", "--out", "reports/table1"),
+         replaces=("reports/table1/runs",)),
+    Step("static-vs-dynamic", "issue 14: Table 6, static two-stage vs self-ask, on a call log of its own so that "
+                              "questions/hour is measured",
+         (DIVCON, "experiment", "configs/static_vs_dynamic.yaml", "--chunk", "48"),
+         report=(DIVCON, "report", "reports/static_vs_dynamic/runs", "--out", "reports/static_vs_dynamic"),
+         env={"DIVCON_DB": "runs/calls-static-vs-dynamic.sqlite"}),
+    Step("generalization", "issue 14: distilled decomposers (and a distilled solver) on other tasks and solvers",
+         (DIVCON, "experiment", "configs/generalization.yaml", "--chunk", "48"),
+         report=(DIVCON, "report", "reports/generalization/runs", "--out", "reports/generalization")),
+)
+CLAIMS = (DIVCON, "claims", "configs/claims.yaml", "--out", "reports/README.md")
+
+def call(argv: list[str], env: dict[str, str]) -> int:
+    """Run one command in the foreground, its output on ours; its exit status."""
+    print("$ " + " ".join(f"{k}={v} " for k, v in env.items()) + shlex.join(argv), flush=True)
+    return subprocess.run(argv, env={**os.environ, **env}, check=False).returncode
+
+
+def load_state(path: Path) -> dict:
+    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+
+
+def save_state(path: Path, state: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(state, indent=2) + "\n", encoding="utf-8")
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def run_steps(steps: tuple[Step, ...], minutes: float | None, state_path: Path = STATE,
+              run: Callable[[list[str], dict[str, str]], int] = call,
+              clock: Callable[[], float] = time.monotonic) -> int:
+    """Run ``steps`` in order within ``minutes`` (None: no time box); 0 when all are complete, 3 when the time box
+    ended one, or the status of the first that failed. The claims page is rewritten in every case."""
+    start = clock()
+    rc = 0
+    for step in steps:
+        left = None if minutes is None else minutes - (clock() - start) / 60
+        if left is not None and left < MIN_MINUTES:
+            rc = RESUME
+            break
+        state = load_state(state_path)
+        entry = state.setdefault(step.name, {})
+        if "started" not in entry:
+            for p in step.replaces:  # stale outputs of earlier prompts or students: remade, never mixed
+                shutil.rmtree(p, ignore_errors=True)
+            entry.update(started=now(), minutes=0.0)
+            save_state(state_path, state)
+        t0 = clock()
+        rc = run(list(step.argv) + ([] if left is None else ["--stop-after", f"{left:.1f}"]), step.env)
+        if step.report and rc in (0, RESUME):
+            rc_report = run(list(step.report), step.env)
+            rc = rc if rc_report == 0 else rc_report
+        state = load_state(state_path)
+        entry = state[step.name]
+        entry["minutes"] = round(entry.get("minutes", 0.0) + (clock() - t0) / 60, 1)
+        if rc == 0:
+            entry.setdefault("finished", now())
+        save_state(state_path, state)
+        if rc != 0:
+            print(f"step {step.name} " + ("stopped at the time limit: re-run this command to continue" if rc == RESUME
+                                          else f"failed with status {rc}"), flush=True)
+            break
+    rc_claims = run(list(CLAIMS), {})
+    return rc if rc != 0 else rc_claims
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--stop-after", type=float, default=None, help="minutes for all the steps together")
+    ap.add_argument("--list", action="store_true", help="print the steps and their state; run nothing")
+    args = ap.parse_args()
+    if args.list:
+        state = load_state(STATE)
+        for s in STEPS:
+            e = state.get(s.name, {})
+            where = ("finished " + e["finished"] if "finished" in e else f"started, {e['minutes']} min so far"
+                     if "started" in e else "not started")
+            print(f"{s.name}: {where}\n  {s.why}\n  $ " + shlex.join(s.argv))
+        return
+    sys.exit(run_steps(STEPS, args.stop_after))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,92 @@
+"""benchmarks/evidence.py, the driver of the long measurements: order, time box, exit statuses and the one-time
+deletion of the outputs a step remakes, with a fake command runner (nothing is run)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def ev():
+    spec = importlib.util.spec_from_file_location("evidence", ROOT / "benchmarks" / "evidence.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["evidence"] = mod  # dataclasses resolve their string annotations through sys.modules
+    spec.loader.exec_module(mod)
+    yield mod
+    del sys.modules["evidence"]
+
+
+class Fake:
+    """Exit statuses per command name (argv[0]), in order; records every call; each call takes 10 minutes."""
+
+    def __init__(self, statuses: dict[str, list[int]]):
+        self.statuses, self.calls, self.t = statuses, [], 0.0
+
+    def run(self, argv: list[str], env: dict[str, str]) -> int:
+        self.calls.append((argv, env))
+        self.t += 600
+        return self.statuses[argv[0]].pop(0)
+
+    def clock(self) -> float:
+        return self.t
+
+
+def test_steps_run_in_order_and_stop_at_the_time_box(ev, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    stale = tmp_path / "old"
+    (stale / "runs").mkdir(parents=True)
+    steps = (ev.Step("a", "first", ("a",)),
+             ev.Step("b", "second", ("b",), report=("rep",), env={"DIVCON_DB": "x.sqlite"}, replaces=("old",)),
+             ev.Step("c", "third", ("c",)))
+    fake = Fake({"a": [0, 0], "b": [3, 0], "rep": [0, 0], "c": [3], ev.CLAIMS[0]: [0, 0]})
+    state = tmp_path / "evidence.json"
+    assert ev.run_steps(steps, 60, state, fake.run, fake.clock) == 3
+    names = [argv[0] for argv, _ in fake.calls]
+    assert names == ["a", "b", "rep", ev.CLAIMS[0]]  # b stopped at its time box: c not started, claims rewritten
+    assert fake.calls[0][0] == ["a", "--stop-after", "60.0"]
+    assert fake.calls[1] == (["b", "--stop-after", "50.0"], {"DIVCON_DB": "x.sqlite"})  # the minutes left
+    assert fake.calls[2][0] == ["rep"]  # a report takes no time box
+    assert not stale.exists()  # the first start of b removed what b remakes
+    s = json.loads(state.read_text())
+    assert "finished" in s["a"] and s["a"]["minutes"] == 10.0
+    assert "started" in s["b"] and "finished" not in s["b"] and s["b"]["minutes"] == 20.0  # the step and its report
+    assert "c" not in s
+
+    (stale / "runs").mkdir(parents=True)  # b's own new outputs, on resume: kept
+    fake.calls.clear()
+    assert ev.run_steps(steps, None, state, fake.run, fake.clock) == 3  # no time box: no --stop-after
+    assert [argv for argv, _ in fake.calls][:3] == [["a"], ["b"], ["rep"]]
+    assert stale.exists()
+    s = json.loads(state.read_text())
+    assert "finished" in s["b"] and s["b"]["minutes"] == 40.0 and "started" in s["c"]
+
+
+def test_a_failing_step_stops_the_run_with_its_status(ev, tmp_path: Path) -> None:
+    steps = (ev.Step("a", "first", ("a",), report=("rep",)), ev.Step("b", "second", ("b",)))
+    fake = Fake({"a": [1], "b": [0], ev.CLAIMS[0]: [0]})
+    assert ev.run_steps(steps, 60, tmp_path / "s.json", fake.run, fake.clock) == 1
+    assert [argv[0] for argv, _ in fake.calls] == ["a", ev.CLAIMS[0]]  # no report of a failed step, b not run
+
+
+def test_too_little_time_starts_nothing(ev, tmp_path: Path) -> None:
+    fake = Fake({ev.CLAIMS[0]: [0]})
+    assert ev.run_steps((ev.Step("a", "first", ("a",)),), 1.0, tmp_path / "s.json", fake.run, fake.clock) == 3
+    assert [argv[0] for argv, _ in fake.calls] == [ev.CLAIMS[0]]
+    assert not (tmp_path / "s.json").exists()
+
+
+def test_the_real_steps_name_files_that_exist(ev) -> None:
+    """Every script and config a step runs is in the repository, and no step remakes a path another one writes."""
+    for step in ev.STEPS:
+        for arg in step.argv[1:] + step.report[1:]:
+            if arg.endswith((".py", ".yaml")):
+                assert (ROOT / arg).exists(), (step.name, arg)
+    replaced = [p for s in ev.STEPS for p in s.replaces]
+    assert len(replaced) == len(set(replaced))
