@@ -63,3 +63,34 @@ claims:
     assert f"**{MISSING}**" in rows[2] and "Not run yet" in rows[2]
     assert "divcon claims claims.yaml --out out/README.md" in page  # paths relative to the root, none absolute
     assert str(tmp_path) not in page
+
+
+def test_tokens_per_correct_answer_of_one_model(tmp_path):
+    """The router's test (issue 12): the big model's tokens per correct answer. R pays the big model 100 tokens a
+    question (its small decomposer's 300 do not count) and is right on 40 of 50; T pays 200 and is right on 25: T
+    pays (200*50/25) / (100*50/40) = 3.2x as much per correct answer. Every model's tokens per question would say
+    the opposite (400 vs 200)."""
+    def run(d, correct, usage):
+        d.mkdir(parents=True)
+        (d / "config.json").write_text(json.dumps({"task": "gsm8k", "split": "test", "mode": "two-stage",
+                                                   "decomposer": "fake:d", "solver": "fake:s"}))
+        with open(d / "records.jsonl", "w") as f:
+            for i, c in enumerate(correct):
+                f.write(json.dumps({"id": f"q{i}", "metrics": {"em": float(c)}, "usage": usage}) + "\n")
+
+    big, small = "llamacpp:big", "llamacpp:small"
+    run(tmp_path / "R", [1] * 40 + [0] * 10, [{"model": small, "tokens_in": 250, "tokens_out": 50},
+                                              {"model": big, "tokens_in": 80, "tokens_out": 20}])
+    run(tmp_path / "T", [1, 0] * 25, [{"model": big, "tokens_in": 150, "tokens_out": 50}])
+    from divcon.experiments.claims import evaluate_test
+
+    t = evaluate_test(Comparison(kind="fewer_tokens_per_correct", a="R", b="T", model=big), tmp_path)
+    assert t["estimate"] == pytest.approx(3.2) and t["ci95"][0] > 1 and t["verdict"] == HOLDS
+    assert (t["a_mean"], t["b_mean"]) == (pytest.approx(125), pytest.approx(400))
+    t = evaluate_test(Comparison(kind="fewer_tokens", a="R", b="T"), tmp_path)  # all models, per question
+    assert t["estimate"] == pytest.approx(0.5) and t["verdict"] == FAILS
+    with pytest.raises(ValueError, match="only applies to the token kinds"):
+        Comparison(kind="at_least", a="R", b="T", model=big)
+    run(tmp_path / "Z", [0] * 50, [{"model": big, "tokens_in": 1, "tokens_out": 1}])
+    t = evaluate_test(Comparison(kind="fewer_tokens_per_correct", a="Z", b="T", model=big), tmp_path)
+    assert t["verdict"] == UNDECIDED  # no correct answer: no cost per correct answer, and no verdict from it

@@ -58,6 +58,30 @@ def paired_ratio_ci(a: Sequence[float], b: Sequence[float], n_boot: int = 2000, 
     return float(x.sum() / max(y.sum(), 1e-9)), float(lo), float(hi)
 
 
+def paired_per_success_ratio_ci(cost_a: Sequence[float], ok_a: Sequence[float], cost_b: Sequence[float],
+                                ok_b: Sequence[float], n_boot: int = 2000, seed: int = 0,
+                                alpha: float = 0.05) -> tuple[float, float, float]:
+    """How many times more ``b`` pays per success than ``a`` on the same questions: (sum(cost_b) / sum(ok_b)) over
+    (sum(cost_a) / sum(ok_a)), with a percentile bootstrap interval that resamples questions (one index set for all
+    four sequences, so the pairing is kept). ``ok`` is a score in [0, 1] (an F1 counts as a partial success). A
+    resample where a run has no success has no defined cost per success and is left out of the interval."""
+    arrays = [np.asarray(v, dtype=float) for v in (cost_a, ok_a, cost_b, ok_b)]
+    if len({a.size for a in arrays}) != 1:
+        raise ValueError(f"paired samples differ in length ({', '.join(str(a.size) for a in arrays)})")
+    if arrays[0].size == 0:
+        return float("nan"), float("nan"), float("nan")
+    idx = np.random.default_rng(seed).integers(0, arrays[0].size, size=(n_boot, arrays[0].size))
+    ca, oa, cb, ob = (a[idx].sum(axis=1) for a in arrays)
+    defined = (oa > 0) & (ob > 0) & (ca > 0)
+    if not defined.any():
+        return float("nan"), float("nan"), float("nan")
+    ratios = (cb[defined] / ob[defined]) / (ca[defined] / oa[defined])
+    lo, hi = np.quantile(ratios, [alpha / 2, 1 - alpha / 2])
+    sa, soa, sb, sob = (float(a.sum()) for a in arrays)
+    est = (sb / sob) / (sa / soa) if min(sa, soa, sob) > 0 else float("nan")
+    return est, float(lo), float(hi)
+
+
 def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
     """Indices of the non-dominated (cost, quality) points, by increasing cost. A point is dominated when another
     costs no more and scores no less, and is strictly better in one of the two; exact ties are all kept."""
