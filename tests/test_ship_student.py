@@ -86,11 +86,34 @@ def test_ship_refuses_a_student_whose_base_is_not_embedded(root, trained):
         ship(trained, "x-135m", "t", "e", root)
 
 
-def test_models_lists_a_shipped_student_and_the_cli_ships_one(root, trained):
+def gate_runs(tmp_path: Path, adapter: Path, student: list[int], teacher: list[int],
+              decomposer_key: str | None = None, solver: str = "solver-key") -> tuple[Path, Path]:
+    """Two run dirs on the same GSM8K questions: the student decomposing (by default this adapter's identity) and
+    the teacher decomposing, both with the same solver, scored em per question."""
+    key = decomposer_key or load_backend(f"llamacpp:smollm2-135m,lora={adapter},engine=inproc").identity.key
+    runs = []
+    for name, dec, scores in (("S", key, student), ("T", "teacher-key", teacher)):
+        d = tmp_path / "runs" / name
+        d.mkdir(parents=True, exist_ok=True)
+        (d / "config.json").write_text(json.dumps({"task": "gsm8k", "split": "test", "mode": "two-stage",
+                                                   "decomposer": f"llamacpp:{name}", "solver": "llamacpp:x",
+                                                   "models": {"decomposer": dec, "solver": solver}}))
+        (d / "records.jsonl").write_text("".join(json.dumps({"id": f"q{i}", "metrics": {"em": float(v)}}) + "\n"
+                                                 for i, v in enumerate(scores)))
+        runs.append(d)
+    return runs[0], runs[1]
+
+
+def test_models_lists_a_shipped_student_and_the_cli_ships_one(root, trained, tmp_path):
     runner = CliRunner()
+    s_run, t_run = gate_runs(tmp_path, trained, [1] * 60, [1] * 50 + [0] * 10)
     result = runner.invoke(app, ["distill", "ship", str(trained), "--alias", "sd-route-135m", "--title",
-                                 "SD-route decomposer", "--evidence", "r", "--default-for", "math"],
-                           env={"COLUMNS": "200"})
+                                 "SD-route decomposer", "--evidence", "r", "--default-for", "math",
+                                 "--student-run", str(s_run)], env={"COLUMNS": "200"})
+    assert result.exit_code == 2 and "go together" in result.output
+    result = runner.invoke(app, ["distill", "ship", str(trained), "--alias", "sd-route-135m", "--title",
+                                 "SD-route decomposer", "--evidence", "r", "--default-for", "math",
+                                 "--student-run", str(s_run), "--teacher-run", str(t_run)], env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
     assert "use it as --decomposer sd-route-135m" in result.output
     listed = runner.invoke(app, ["models"], env={"COLUMNS": "200"})
@@ -98,12 +121,37 @@ def test_models_lists_a_shipped_student_and_the_cli_ships_one(root, trained):
     assert "LoRA on smollm2-135m; default decomposer for math" in listed.output
 
 
-def test_a_student_shipped_as_a_familys_default_is_divcon_solves_decomposer_there_only(root, trained):
+def test_a_student_shipped_as_a_familys_default_is_divcon_solves_decomposer_there_only(root, trained, tmp_path):
     assert default_decomposer("math") == "llamacpp:qwen2.5-1.5b"  # nothing shipped: the teacher
-    ship(trained, "sd-r-135m", "t", "e", root, default_for=("math",))
+    gate = gate_runs(tmp_path, trained, [1] * 60, [1] * 50 + [0] * 10)
+    entry = ship(trained, "sd-r-135m", "t", "e", root, default_for=("math",), gate_runs=gate)
     assert default_decomposer("math") == "llamacpp:sd-r-135m"
     assert default_decomposer("reading") == "llamacpp:qwen2.5-1.5b"
-    ship(trained, "sd-route-135m", "t", "e", root, default_for=("math", "openqa"))  # takes math over
+    card_gate = entry["card"]["default_gate"]
+    assert card_gate["n"] == 60 and card_gate["verdict"] == "holds" and card_gate["student_run"] == "runs/S"
+    assert card_gate["paired_diff"] == pytest.approx(10 / 60)
+    ship(trained, "sd-route-135m", "t", "e", root, default_for=("math", "openqa"), gate_runs=gate)  # takes math over
     assert students(root)["sd-r-135m"].default_for == () and default_decomposer("math") == "llamacpp:sd-route-135m"
     with pytest.raises(ValueError, match="unknown task families"):
         ship(trained, "x-135m", "t", "e", root, default_for=("poetry",))
+
+
+def test_a_default_needs_evidence_that_the_student_is_at_least_as_good(root, trained, tmp_path):
+    """No runs, runs of another adapter or solver, or a student row not shown at least as good (paired, margin
+    0.03): each is refused, naming why, and the student does not become the default."""
+    with pytest.raises(ValueError, match="needs evidence"):
+        ship(trained, "sd-r-135m", "t", "e", root, default_for=("math",))
+    worse = gate_runs(tmp_path / "worse", trained, [1] * 40 + [0] * 20, [1] * 60)
+    with pytest.raises(ValueError, match=r"not at least as good .*em 0\.667 vs 1\.000.*does not hold"):
+        ship(trained, "sd-r-135m", "t", "e", root, default_for=("math",), gate_runs=worse)
+    tied_small = gate_runs(tmp_path / "small", trained, [1, 0] * 5, [0, 1] * 5)  # tied on average, n=10: too few
+    with pytest.raises(ValueError, match="undecided"):
+        ship(trained, "sd-r-135m", "t", "e", root, default_for=("math",), gate_runs=tied_small)
+    other = gate_runs(tmp_path / "other", trained, [1] * 60, [1] * 60, decomposer_key="another-adapter")
+    with pytest.raises(ValueError, match="was not decomposed by"):
+        ship(trained, "sd-r-135m", "t", "e", root, default_for=("math",), gate_runs=other)
+    s_run, _ = gate_runs(tmp_path / "a", trained, [1] * 60, [1] * 60)
+    _, t_other_solver = gate_runs(tmp_path / "b", trained, [1] * 60, [1] * 60, solver="another-solver")
+    with pytest.raises(ValueError, match="differ in task, split or solver"):
+        ship(trained, "sd-r-135m", "t", "e", root, default_for=("math",), gate_runs=(s_run, t_other_solver))
+    assert default_decomposer("math") == "llamacpp:qwen2.5-1.5b" and not (root / "sd-r-135m").exists()

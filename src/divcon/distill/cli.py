@@ -161,14 +161,22 @@ def ship(
     evidence: str = typer.Option(..., help="Why this student: the report (and row) that made it the best one."),
     default_for: list[str] = typer.Option([], help="A task family (math | reading | openqa) whose default decomposer "
                                                    "it becomes: only where it was at least as good as the teacher's "
-                                                   "on Table 1 (repeatable)."),
+                                                   "on Table 1 (repeatable; needs --student-run and --teacher-run)."),
+    student_run: Optional[Path] = typer.Option(None, help="With --default-for: the run this student decomposed "
+                                                          "(e.g. reports/table1/runs/gsm8k/SD-route-T)."),
+    teacher_run: Optional[Path] = typer.Option(None, help="With --default-for: the teacher decomposer's run on the "
+                                                          "same questions with the same solver (e.g. .../gsm8k/T-T); "
+                                                          "the student must be at least as good, paired."),
 ) -> None:
     """Ship a student inside divcon: its adapter goes into the package data, pinned by digest, with a training card;
     `llamacpp:<alias>` (or the bare alias) then runs it offline on its embedded base."""
     from divcon.distill.ship import ship as ship_student
 
     try:
-        entry = ship_student(adapter, alias, title, evidence, default_for=tuple(default_for))
+        if (student_run is None) != (teacher_run is None):
+            fail("--student-run and --teacher-run go together")
+        gate = (student_run, teacher_run) if student_run and teacher_run else None
+        entry = ship_student(adapter, alias, title, evidence, default_for=tuple(default_for), gate_runs=gate)
     except (ValueError, OSError) as e:
         fail(str(e))
     console.print(f"shipped {alias}: {entry['base']} + LoRA {entry['digest'][:12]} "
