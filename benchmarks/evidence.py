@@ -7,8 +7,10 @@ resumed by the next session, so the committed evidence is reproduced by one comm
 Each step is a command of this repository that resumes from its own files, exits 0 once its work is complete and 3
 when a time box stopped it (``divcon experiment``, ``benchmarks/bench_distill.py``, ``benchmarks/bench_prompts.py``).
 The driver gives each step the minutes left, stops at the first that exits 3 (and exits 3 itself), and stops on any
-other status with that status. A complete step costs only reading its files, so every run starts from the first.
-After the steps, whatever happened, the claims page is rewritten from the run files (``divcon claims``).
+other status with that status. A step with a ``review`` (a choice a person makes from its report, such as the tuned
+prompts that the next step's traces use) also stops the driver, once, when it first completes. A complete step costs
+only reading its files, so every run starts from the first. After the steps, whatever happened, the claims page is
+rewritten from the run files (``divcon claims``).
 
 The first time a step starts, it deletes the outputs it remakes (``replaces``: runs of earlier prompts or students
 that must not be mixed with the new ones); the state file ``reports/evidence.json`` (commit it with the reports)
@@ -46,6 +48,7 @@ class Step:
     report: tuple[str, ...] = ()
     env: dict[str, str] = field(default_factory=dict)
     replaces: tuple[str, ...] = ()
+    review: str = ""  # a decision a person makes from this step's report before the next step may start
 
 
 def distill(task: str, *args: str) -> tuple[str, ...]:
@@ -58,7 +61,9 @@ STEPS = (
     Step("prompts-drop", "issue 12: the DROP dev ablation at n=150 for single-stage and the two 2-shot two-stage "
                          "prompts",
          (PY, "benchmarks/bench_prompts.py", "--config", "configs/prompts_drop.yaml",
-          "--only", "cot 2-shot,T/T working 2-shot,T/T plan 2-shot")),
+          "--only", "cot 2-shot,T/T working 2-shot,T/T plan 2-shot"),
+         review="set the reading family's tuned defaults (divcon.pipeline.TUNED) from reports/prompts_drop/report.md: "
+                "the DROP students' teacher traces are made with them next"),
     # DROP and Bamboogle sets are small (Bamboogle's distill half is 71 questions): two epochs over each set
     # (--max-steps -1), not GSM8K's fixed 300 steps, which would be many epochs over a few hundred examples
     Step("distill-drop", "issues 12/14: the DROP decomposer students, 2 samples per route (SD-R screening, router)",
@@ -130,9 +135,15 @@ def run_steps(steps: tuple[Step, ...], minutes: float | None, state_path: Path =
         state = load_state(state_path)
         entry = state[step.name]
         entry["minutes"] = round(entry.get("minutes", 0.0) + (clock() - t0) / 60, 1)
+        first_finish = rc == 0 and "finished" not in entry
         if rc == 0:
             entry.setdefault("finished", now())
         save_state(state_path, state)
+        if first_finish and step.review:
+            print(f"step {step.name} is complete; before the next step, {step.review}; then re-run this command",
+                  flush=True)
+            rc = RESUME
+            break
         if rc != 0:
             print(f"step {step.name} " + ("stopped at the time limit: re-run this command to continue" if rc == RESUME
                                           else f"failed with status {rc}"), flush=True)
@@ -152,7 +163,8 @@ def main() -> None:
             e = state.get(s.name, {})
             where = ("finished " + e["finished"] if "finished" in e else f"started, {e['minutes']} min so far"
                      if "started" in e else "not started")
-            print(f"{s.name}: {where}\n  {s.why}\n  $ " + shlex.join(s.argv))
+            print(f"{s.name}: {where}\n  {s.why}\n  $ " + shlex.join(s.argv)
+                  + (f"\n  then, before the next step: {s.review}" if s.review else ""))
         return
     sys.exit(run_steps(STEPS, args.stop_after))
 

@@ -75,6 +75,15 @@ def test_a_failing_step_stops_the_run_with_its_status(ev, tmp_path: Path) -> Non
     assert [argv[0] for argv, _ in fake.calls] == ["a", ev.CLAIMS[0]]  # no report of a failed step, b not run
 
 
+def test_a_step_with_a_review_stops_the_driver_once(ev, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    steps = (ev.Step("a", "first", ("a",), review="choose the prompts"), ev.Step("b", "second", ("b",)))
+    fake = Fake({"a": [0, 0], "b": [0], ev.CLAIMS[0]: [0, 0]})
+    assert ev.run_steps(steps, None, tmp_path / "s.json", fake.run, fake.clock) == 3
+    assert "choose the prompts" in capsys.readouterr().out
+    assert ev.run_steps(steps, None, tmp_path / "s.json", fake.run, fake.clock) == 0  # reviewed: b runs
+    assert [argv[0] for argv, _ in fake.calls] == ["a", ev.CLAIMS[0], "a", "b", ev.CLAIMS[0]]
+
+
 def test_too_little_time_starts_nothing(ev, tmp_path: Path) -> None:
     fake = Fake({ev.CLAIMS[0]: [0]})
     assert ev.run_steps((ev.Step("a", "first", ("a",)),), 1.0, tmp_path / "s.json", fake.run, fake.clock) == 3
