@@ -152,6 +152,20 @@ def test_training_stops_at_a_time_limit_and_resumes(cache, tmp_path):
         pytest.skip(str(e))
     assert [p.name for p in (out / "checkpoints").glob("checkpoint-*")] == ["checkpoint-1"]
     assert not (out / "adapter_model.safetensors").exists() and not (out / "divcon_train.json").exists()
+    first = json.loads((out / "checkpoints" / "checkpoint-1" / T.CHECKPOINT_SECONDS).read_text())
+    assert first["step"] == 1 and first["seconds"] > 0
     s = T.train(cfg, should_stop=lambda: False)
     assert s["resumed_from_step"] == 1 and s["steps"] == 3
     assert (out / "adapter_model.safetensors").exists() and not (out / "checkpoints").exists()
+    # the card's figures are the whole run's: both processes' training time, every logged step's loss
+    assert s["train_seconds"] > first["seconds"] and s["seconds_per_step"] == pytest.approx(s["train_seconds"] / 3)
+    losses = [json.loads(line)["loss"] for line in (out / "train_log.jsonl").read_text().splitlines()]
+    assert len(losses) == 3 and s["mean_loss"] == pytest.approx(sum(losses) / 3)
+
+
+def test_mean_logged_loss_weights_each_row_by_its_steps():
+    from divcon.distill.train import mean_logged_loss
+
+    # rows at steps 5, 10 and 12: the last covers 2 steps, so it weighs 2/12, not 1/3
+    log = [{"step": 5, "loss": 1.0}, {"step": 10, "loss": 0.5}, {"step": 12, "loss": 0.2}]
+    assert mean_logged_loss(log) == pytest.approx((5 * 1.0 + 5 * 0.5 + 2 * 0.2) / 12)

@@ -124,9 +124,9 @@ def train(
         console.print(f"stopped at the time limit with a checkpoint in {out / 'checkpoints'}; "
                       "re-run the same command to go on")
         raise typer.Exit(3)
-    t = Table("examples", "steps", "device", "s/step", "total s", "peak RSS MB", "final loss")
+    t = Table("examples", "steps", "device", "s/step", "train s (all runs)", "peak RSS MB", "final loss")
     t.add_row(str(s["examples"]), str(s["steps"]), s["device"], f"{s['seconds_per_step']:.2f}",
-              f"{s['total_seconds']:.0f}", f"{s['peak_rss_mb']:.0f}",
+              "-" if s["train_seconds"] is None else f"{s['train_seconds']:.0f}", f"{s['peak_rss_mb']:.0f}",
               f"{s['final_loss']:.4f}" if s["final_loss"] is not None else "-")
     console.print(t)
     llamacpp = f"llamacpp:{s['base_alias']},lora={out} or " if s.get("base_alias") else ""

@@ -23,7 +23,7 @@ from divcon.tasks.base import FAMILIES
 # of divcon_train.json (its "config", then its results): what someone reusing the student asks
 CARD_CONFIG = ("data", "epochs", "lr", "lora_r", "max_len")
 GATE_MARGIN = 0.03  # non-inferiority margin of the default gate, the claims page's "at least"
-CARD_RESULT = ("examples", "examples_trained", "steps", "final_loss", "mean_loss", "seconds_per_step", "total_seconds",
+CARD_RESULT = ("examples", "examples_trained", "steps", "final_loss", "mean_loss", "seconds_per_step", "train_seconds",
                "device")
 
 

@@ -31,6 +31,8 @@ from typing import Callable
 
 from divcon.runs import ConfigMismatch, RunLock, open_run, write_json
 
+CHECKPOINT_SECONDS = "divcon_seconds.json"  # in each checkpoint: the training seconds of the steps it holds
+
 
 @dataclass
 class TrainConfig:
@@ -147,6 +149,7 @@ def train(cfg: TrainConfig, should_stop: Callable[[], bool] | None = None) -> di
     )
     log_path = out / "train_log.jsonl"
     resumed_step = int(Path(resume).name.split("-")[-1]) if resume else 0
+    seconds_before = _checkpoint_seconds(Path(resume)) if resume else 0.0  # of earlier processes; None: unknown
     # on resume keep the logged losses up to the checkpoint; the steps after it are trained again
     log = [r for r in _read_log(log_path) if r["step"] <= resumed_step] if resume else []
     log_path.write_text("".join(json.dumps(r) + "\n" for r in log), encoding="utf-8")
@@ -161,6 +164,15 @@ def train(cfg: TrainConfig, should_stop: Callable[[], bool] | None = None) -> di
                 control.should_log = True
             elif should_stop is not None and should_stop():
                 control.should_save = control.should_training_stop = True
+
+        def on_save(self, args, state, control, **kwargs):
+            """Each checkpoint carries the training seconds of the steps in it, so a resumed run adds them up."""
+            folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            if folder.is_dir():
+                spent = time.perf_counter() - t_train
+                write_json(folder / CHECKPOINT_SECONDS, {"step": state.global_step,
+                                                         "seconds": None if seconds_before is None
+                                                         else seconds_before + spent})
 
         def on_log(self, args, state, control, logs=None, **kwargs):
             if logs and "loss" in logs:
@@ -202,18 +214,38 @@ def train(cfg: TrainConfig, should_stop: Callable[[], bool] | None = None) -> di
         "steps": result.global_step,
         "resumed_from_step": resumed_step,
         **label_check,
-        "train_seconds": train_seconds,  # of the last (resumed) process only
-        "seconds_per_step": train_seconds / max(result.global_step - resumed_step, 1),
+        # training time of the steps in the adapter, over every process that trained them (a step trained again after
+        # a crash counts once; None where a checkpoint from before this was recorded hides some); loading and data
+        # preparation are in total_seconds, of this process only
+        "train_seconds": None if seconds_before is None else seconds_before + train_seconds,
+        "seconds_per_step": (train_seconds / max(result.global_step - resumed_step, 1) if seconds_before is None
+                             else (seconds_before + train_seconds) / max(result.global_step, 1)),
         "total_seconds": time.perf_counter() - t0,
         "peak_rss_mb": _peak_rss_mb(),
         "peak_gpu_mb": torch.cuda.max_memory_allocated() / 2**20 if gpu else None,
         "final_loss": log[-1]["loss"] if log else None,
-        "mean_loss": result.training_loss,
+        "mean_loss": mean_logged_loss(log) if log else result.training_loss,  # the whole run, not this process's
     }
     write_json(out / "divcon_train.json", summary)
     lock.release()
     shutil.rmtree(ckpt_dir, ignore_errors=True)
     return summary
+
+
+def mean_logged_loss(log: list[dict]) -> float:
+    """The run's mean training loss from its logged rows, each the mean over the steps since the row before, so
+    weighted by that interval. transformers' own ``training_loss`` of a resumed run averages only the steps of the
+    last process."""
+    steps = [0] + [r["step"] for r in log]
+    weights = [b - a for a, b in zip(steps, steps[1:])]
+    return sum(r["loss"] * w for r, w in zip(log, weights)) / max(sum(weights), 1)
+
+
+def _checkpoint_seconds(checkpoint: Path) -> float | None:
+    """The training seconds a checkpoint's steps took; None when unknown (saved before this was recorded)."""
+    path = checkpoint / CHECKPOINT_SECONDS
+    seconds = json.loads(path.read_text(encoding="utf-8"))["seconds"] if path.is_file() else None
+    return None if seconds is None else float(seconds)
 
 
 def _read_log(path: Path) -> list[dict]:
