@@ -158,7 +158,11 @@ def main() -> None:
     done = {c.label: file_status(c, out).done for c in grid.cells}
     print(json.dumps(done), flush=True)
     print(f"report: {md}")
-    if not args.report_only and any(file_status(c, out).status not in ("done", "skipped") for c in chosen):
+    statuses = [file_status(c, out) for c in chosen]
+    failed = [f"{c.label}: {s.reason}" for c, s in zip(chosen, statuses) if s.status == "failed"]
+    if failed:
+        sys.exit("cells that cannot run: " + "; ".join(failed))
+    if not args.report_only and any(s.status not in ("done", "skipped") for s in statuses):
         print("stopped at the time limit; re-run the same command to continue", flush=True)
         sys.exit(3)  # as bench_distill: "resume", for a driver such as benchmarks/evidence.py
 
