@@ -145,7 +145,9 @@ def main() -> None:
     if not args.report_only:
         deadline = time.monotonic() + args.stop_after * 60 if args.stop_after is not None else None
         run_round_robin(chosen, out, args.chunk, deadline, on_chunk=print_chunk)
-        write_grid_json(out, grid, [file_status(c, out) for c in grid.cells], args.config)
+    statuses = {c.label: file_status(c, out) for c in grid.cells}  # labels are unique in a grid
+    if not args.report_only:
+        write_grid_json(out, grid, list(statuses.values()), args.config)
     started = [c.run_dir(out) for c in grid.cells if (c.run_dir(out) / "config.json").exists()]
     build_report(started, report_dir, grid.title or args.config.stem, grid.baseline)
     md = report_dir / "report.md"
@@ -155,14 +157,12 @@ def main() -> None:
     head, _, rest = text.partition("\n\n")
     failures = "\n".join(failure_sections(grid.cells, out, grid.baseline))
     md.write_text("\n\n".join([head, made_by, rest.rstrip("\n"), failures]) + "\n", encoding="utf-8")
-    done = {c.label: file_status(c, out).done for c in grid.cells}
-    print(json.dumps(done), flush=True)
+    print(json.dumps({label: s.done for label, s in statuses.items()}), flush=True)
     print(f"report: {md}")
-    statuses = [file_status(c, out) for c in chosen]
-    failed = [f"{c.label}: {s.reason}" for c, s in zip(chosen, statuses) if s.status == "failed"]
+    failed = [f"{c.label}: {statuses[c.label].reason}" for c in chosen if statuses[c.label].status == "failed"]
     if failed:
         sys.exit("cells that cannot run: " + "; ".join(failed))
-    if not args.report_only and any(s.status not in ("done", "skipped") for s in statuses):
+    if not args.report_only and any(statuses[c.label].status not in ("done", "skipped") for c in chosen):
         print("stopped at the time limit; re-run the same command to continue", flush=True)
         sys.exit(3)  # as bench_distill: "resume", for a driver such as benchmarks/evidence.py
 

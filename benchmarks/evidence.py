@@ -89,6 +89,7 @@ STEPS = (
 )
 CLAIMS = (DIVCON, "claims", "configs/claims.yaml", "--out", "reports/README.md")
 
+
 def call(argv: list[str], env: dict[str, str]) -> int:
     """Run one command in the foreground, its output on ours; its exit status."""
     print("$ " + " ".join(f"{k}={v} " for k, v in env.items()) + shlex.join(argv), flush=True)
@@ -115,12 +116,12 @@ def run_steps(steps: tuple[Step, ...], minutes: float | None, state_path: Path =
     ended one, or the status of the first that failed. The claims page is rewritten in every case."""
     start = clock()
     rc = 0
+    state = load_state(state_path)  # only this driver writes it
     for step in steps:
         left = None if minutes is None else minutes - (clock() - start) / 60
         if left is not None and left < MIN_MINUTES:
             rc = RESUME
             break
-        state = load_state(state_path)
         entry = state.setdefault(step.name, {})
         if "started" not in entry:
             for p in step.replaces:  # stale outputs of earlier prompts or students: remade, never mixed
@@ -132,8 +133,6 @@ def run_steps(steps: tuple[Step, ...], minutes: float | None, state_path: Path =
         if step.report and rc in (0, RESUME):
             rc_report = run(list(step.report), step.env)
             rc = rc if rc_report == 0 else rc_report
-        state = load_state(state_path)
-        entry = state[step.name]
         entry["minutes"] = round(entry.get("minutes", 0.0) + (clock() - t0) / 60, 1)
         first_finish = rc == 0 and "finished" not in entry
         if rc == 0:

@@ -44,8 +44,8 @@ def card_of(adapter: Path, evidence: str) -> dict:
     meta = json.loads(meta_path.read_text(encoding="utf-8"))
     config = {k: meta["config"][k] for k in CARD_CONFIG if k in meta.get("config", {})}
     data = Path(str(config.get("data", "")))
-    if data.is_absolute():  # a committed card names no machine path
-        config["data"] = data.relative_to(Path.cwd()).as_posix() if data.is_relative_to(Path.cwd()) else data.name
+    if data.is_absolute():
+        config["data"] = _portable(data)
     counts = data.with_suffix(".counts.json")
     card = {"config": config, **{k: meta[k] for k in CARD_RESULT if k in meta}}
     if counts.is_file():
@@ -53,10 +53,11 @@ def card_of(adapter: Path, evidence: str) -> dict:
     return card | {"commit": _commit(), "evidence": evidence}
 
 
-def _relative(path: Path) -> str:
-    """``path`` relative to the working dir where it lies under it: a committed manifest names no machine path."""
+def _portable(path: Path) -> str:
+    """``path`` as a committed card may name it, never a machine path: relative to the working dir where it lies
+    under it, else its last part."""
     path = path.resolve()
-    return path.relative_to(Path.cwd()).as_posix() if path.is_relative_to(Path.cwd()) else path.as_posix()
+    return path.relative_to(Path.cwd()).as_posix() if path.is_relative_to(Path.cwd()) else path.name
 
 
 def default_gate(adapter: Path, base: str, student_run: Path, teacher_run: Path) -> dict:
@@ -94,7 +95,7 @@ def default_gate(adapter: Path, base: str, student_run: Path, teacher_run: Path)
     if test["verdict"] != HOLDS:
         raise ValueError(f"not at least as good as the teacher decomposer ({numbers}): {test['verdict']} at margin "
                          f"{GATE_MARGIN}; ship it without --default-for")
-    return {"student_run": _relative(student_run), "teacher_run": _relative(teacher_run), "n": test["n"],
+    return {"student_run": _portable(student_run), "teacher_run": _portable(teacher_run), "n": test["n"],
             "metric": test["metric"], "student": test["a_mean"], "teacher": test["b_mean"],
             "paired_diff": test["estimate"], "ci95": test["ci95"], "margin": GATE_MARGIN, "verdict": test["verdict"]}
 

@@ -130,10 +130,9 @@ def evaluate_test(test: Comparison, root: Path) -> dict[str, Any]:
         a, b = (ta, tb) if metric == "tokens" else (sa, sb)
         est, lo, hi = paired_ratio_ci(b, a) if metric == "tokens" else paired_diff_ci(a, b)
         a_mean, b_mean = float(np.mean(a)), float(np.mean(b))
-    if np.isnan(lo):  # a run with no correct answer has no cost per correct answer
-        return out | {"verdict": UNDECIDED, "a_mean": a_mean, "b_mean": b_mean, "estimate": est, "ci95": [lo, hi]}
-    return out | {"a_mean": a_mean, "b_mean": b_mean, "estimate": est, "ci95": [lo, hi],
-                  "verdict": verdict(test.kind, lo, hi, test.margin)}
+    # no interval: a run with no correct answer has no cost per correct answer
+    decided = UNDECIDED if np.isnan(lo) else verdict(test.kind, lo, hi, test.margin)
+    return out | {"a_mean": a_mean, "b_mean": b_mean, "estimate": est, "ci95": [lo, hi], "verdict": decided}
 
 
 def _measured(t: dict) -> str:
