@@ -65,13 +65,20 @@ done
 # built from the llama.cpp source vendored in the same llama-cpp-python sdist, so server and library are one llama.cpp
 # commit with one set of CPU flags; a static binary, no curl/OpenSSL/web UI. About 5-8 minutes on 2 cores, once: it
 # is skipped while .venv/bin/llama-server reports the commit the installed library was built from and
-# .venv/bin/llama-server.cmake-args holds the same CPU flags.
+# .venv/bin/llama-server.cmake-args holds the same CPU flags. The static binary is also kept beside the wheel (whose
+# folder is named for the same version and flags), so a fresh clone on this machine copies it instead of building.
 want=$(python -c 'import ctypes, llama_cpp._ggml as g; f = g.libggml.ggml_commit; f.restype = ctypes.c_char_p; \
 print(f().decode().split("-")[0])' 2>/dev/null || true)
 have=$(.venv/bin/llama-server --version 2>&1 | sed -n 's/.*commit \([0-9a-f]*\).*/\1/p' || true)
 flags=$(cat .venv/bin/llama-server.cmake-args 2>/dev/null || true)
+cached=$("$wheels/llama-server" --version 2>&1 | sed -n 's/.*commit \([0-9a-f]*\).*/\1/p' || true)
 if [ -n "$have" ] && [ "$have" = "$want" ] && [ "$flags" = "$CMAKE_ARGS" ]; then
   echo "llama-server: up to date (llama.cpp $have)"
+elif [ -n "$cached" ] && [ "$cached" = "$want" ]; then
+  install -m 755 "$wheels/llama-server" .venv/bin/llama-server.new
+  mv -f .venv/bin/llama-server.new .venv/bin/llama-server
+  printf %s "$CMAKE_ARGS" >.venv/bin/llama-server.cmake-args
+  echo "llama-server: copied the one built before with these flags (llama.cpp $cached)"
 else
   echo "llama-server: building llama.cpp ${want:-?} from the llama-cpp-python $LLAMA_CPP_PYTHON sdist (~8 min on 2 cores)"
   started=$SECONDS
@@ -91,6 +98,8 @@ else
   install -m 755 "$build/out/bin/llama-server" .venv/bin/llama-server.new
   mv -f .venv/bin/llama-server.new .venv/bin/llama-server  # atomic: never a half-copied binary
   printf %s "$CMAKE_ARGS" >.venv/bin/llama-server.cmake-args
+  install -m 755 "$build/out/bin/llama-server" "$wheels/llama-server.new"
+  mv -f "$wheels/llama-server.new" "$wheels/llama-server"
   rm -rf "$build"
   trap - EXIT
   echo "llama-server: installed $(.venv/bin/llama-server --version 2>&1 | head -n 1) in $((SECONDS - started)) s"

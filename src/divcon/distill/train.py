@@ -14,9 +14,10 @@ the folder is what gets committed. Alongside: ``divcon_train.json`` (config, siz
 
 Training on a CPU takes tens of minutes, longer than a session may have left, so it checkpoints every ``save_steps``
 into ``<out>/checkpoints`` (adapter, optimizer, scheduler, RNG and data position) and a re-run with the same config
-resumes from the last one; the checkpoints are removed once the adapter is saved. A time box (``should_stop``, e.g.
-a benchmark's ``--stop-after``) ends training cleanly after the current step with a checkpoint, so a session that has
-an hour left trains an hour, not zero minutes or an hour and a lost half.
+resumes from the last one (only the last is kept); the checkpoints are removed once the adapter is saved. A time box
+(``should_stop``, e.g. a benchmark's ``--stop-after``) ends training cleanly after the current step with a checkpoint,
+so a session that has an hour left trains an hour, not zero minutes or an hour and a lost half. The checkpoint is not
+git-ignored: where each session starts from a clean clone, committing it is what carries the training over.
 """
 
 from __future__ import annotations
