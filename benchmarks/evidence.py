@@ -55,7 +55,7 @@ def distill(task: str, *args: str) -> tuple[str, ...]:
     return (PY, "benchmarks/bench_distill.py", "--task", task, *args)
 
 
-# Each students' evaluation is Table 1's (bench_distill --test-n 0): an evaluation of its own would repeat Table 1's
+# Every student's evaluation is Table 1's (bench_distill --test-n 0): an evaluation of its own would repeat Table 1's
 # GSM8K rows on the same questions, and the call cache that could share them does not outlive a machine. The GSM8K part
 # of Table 1 runs right after the decomposer students, before the solver students train: it answers issue 12, and on
 # a slow CPU the two solver students alone take hours; their two rows join Table 1 in its later, all-task step.
