@@ -70,6 +70,15 @@ def cells(task: str, teacher: str, student: str, students: Path, test_n: int) ->
             cell("T/SE-A", "two-stage", teacher, lora["se-a"], bare_solver, "se-a")]
 
 
+def student_config(task: str, variant: str, out: Path, student: str, epochs: float, max_steps: int) -> TrainConfig:
+    """How a student is trained: here and on a GPU machine (scripts/train_on_gpu.py) alike, so either one's adapter
+    is the one the other would have made."""
+    # a question with a passage (DROP) needs room for it, or the target would be truncated away
+    max_len = {"sd": 1024, "se": 1280} if get_task(task).family == "reading" else {"sd": 256, "se": 448}
+    return TrainConfig(base=student, data=str(out / "data" / f"{variant}.jsonl"), out=str(out / "students" / variant),
+                       epochs=epochs, max_steps=max_steps, max_len=max_len[variant[:2]])
+
+
 def command(args: argparse.Namespace) -> str:
     variants = "" if args.variants == ",".join(VARIANTS) else f" --variants {args.variants}"
     return (f"python benchmarks/bench_distill.py --task {args.task} --train-n {args.train_n} --test-n {args.test_n} "
@@ -133,7 +142,8 @@ def print_chunk(cell: Cell, s: dict) -> None:
     print(f"{cell.label}: n={s['n']} {primary}={s['metrics'][primary]:.3f}", flush=True)
 
 
-def main() -> None:
+def parser() -> argparse.ArgumentParser:
+    """The benchmark's arguments; benchmarks/train_on_gpu.py takes the same ones, so its students are these."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--task", default="gsm8k", choices=sorted(TRAIN_SPLIT))
     ap.add_argument("--teacher", default="llamacpp:qwen2.5-1.5b,slots=16",
@@ -155,18 +165,25 @@ def main() -> None:
     ap.add_argument("--stop-after", type=float, default=None, help="minutes; stop cleanly between examples")
     ap.add_argument("--report-only", action="store_true",
                     help="rewrite the report from the run files already there; load and run no model")
+    return ap
+
+
+def out_dir(args: argparse.Namespace) -> Path:
+    return args.out or Path("reports/bench_distill" + ("" if args.task == "gsm8k" else f"_{args.task}"))
+
+
+def main() -> None:
+    ap = parser()
     args = ap.parse_args()
     variants = args.variants.split(",")
     if set(variants) - set(VARIANTS):
         ap.error(f"unknown variant(s) {sorted(set(variants) - set(VARIANTS))}; choose from {', '.join(VARIANTS)}")
     if args.test_n and set(variants) != set(VARIANTS):
         ap.error("the evaluation needs every student; use --test-n 0 with --variants")
-    out = args.out or Path("reports/bench_distill" + ("" if args.task == "gsm8k" else f"_{args.task}"))
+    out = out_dir(args)
     # the students decode on llama-server too, with as many slots as the teacher, so a student row keeps as many
     # questions in flight as a teacher row (questions in flight = the fewest slots of a row's models)
     teacher, student = args.teacher, f"llamacpp:{args.student},slots=16"
-    # a question with a passage (DROP) needs room for it, or the target would be truncated away
-    max_len = {"sd": 1024, "se": 1280} if get_task(args.task).family == "reading" else {"sd": 256, "se": 448}
     grid = cells(args.task, teacher, student, out / "students", args.test_n)
     if args.report_only:
         print(report(out, args, teacher, student, grid))
@@ -193,9 +210,8 @@ def main() -> None:
                 if stop.out_of_time():
                     break
                 if not (out / "students" / v / "divcon_train.json").exists():
-                    train(TrainConfig(base=args.student, data=str(out / "data" / f"{v}.jsonl"),
-                                      out=str(out / "students" / v), epochs=args.epochs, max_steps=args.max_steps,
-                                      max_len=max_len[v[:2]]), should_stop=stop.out_of_time)
+                    train(student_config(args.task, v, out, args.student, args.epochs, args.max_steps),
+                          should_stop=stop.out_of_time)
             if args.test_n and not stop.out_of_time():
                 runs = out / "runs"
                 write_grid_json(runs, Grid(grid, baseline=BASELINE), [file_status(c, runs) for c in grid], None)

@@ -47,6 +47,18 @@ def test_checksum_mismatch_refuses_to_load(tmp_path, monkeypatch):
     assert not path.exists()
 
 
+def test_a_gguf_brought_by_hand_is_checked_too(tmp_path, monkeypatch):
+    """A GPU machine without the embedded packages brings the student's GGUF as a file (benchmarks/train_on_gpu.py);
+    it is held to the same pinned sha256 before anything is converted from it."""
+    from divcon.backends.transformers_backend import hf_dir_for_alias
+
+    monkeypatch.setenv("DIVCON_CACHE", str(tmp_path / "cache"))
+    brought = tmp_path / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    brought.write_bytes(b"not the pinned model")
+    with pytest.raises(registry.ChecksumMismatch, match="smollm2-135m"):
+        hf_dir_for_alias("smollm2-135m", gguf=brought)
+    assert not (tmp_path / "cache" / "hf").exists()
+
 def test_call_log_caches_by_model_prompt_and_params(tmp_path):
     register_backend("fake", ScriptedBackend)
     log = CallLog(tmp_path / "log.sqlite")

@@ -151,7 +151,7 @@ def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
     return h.hexdigest()
 
 
-def _verified(path: Path, expected: str) -> bool:
+def verified(path: Path, expected: str) -> bool:
     """Hash once, then trust a marker that records size and mtime, so a 1 GB model is not re-hashed every load."""
     marker = path.with_name(path.name + ".sha256ok")
     st = path.stat()
@@ -172,11 +172,11 @@ def resolve_gguf(alias: str) -> Path:
     model = lookup(alias)
     if len(model.packages) == 1:
         path = _package_file(model.packages[0], (".gguf",))
-        if not _verified(path, model.sha256):
+        if not verified(path, model.sha256):
             raise ChecksumMismatch(f"{path} does not match the pinned sha256 {model.sha256}; refusing to load it")
         return path
     target = cache_dir() / "models" / model.filename
-    if target.exists() and _verified(target, model.sha256):
+    if target.exists() and verified(target, model.sha256):
         return target
     parts = [_package_file(p, (".bin",)) for p in model.packages]
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -195,7 +195,7 @@ def resolve_gguf(alias: str) -> Path:
             "the installed packages are not the pinned versions or were tampered with"
         )
     os.replace(tmp, target)  # atomic: a crash never leaves a half-written model under the final name
-    _verified(target, model.sha256)
+    verified(target, model.sha256)
     return target
 
 

@@ -15,21 +15,26 @@ from functools import lru_cache
 from pathlib import Path
 
 from divcon.backends.base import ChatRequest, Generation, ModelSpec
-from divcon.backends.registry import EMBEDDED, resolve_gguf
+from divcon.backends.registry import EMBEDDED, ChecksumMismatch, lookup, resolve_gguf, verified
 from divcon.paths import cache_dir
 
 
-def hf_dir_for_alias(alias: str) -> Path:
+def hf_dir_for_alias(alias: str, gguf: Path | None = None) -> Path:
     """Convert an embedded GGUF to a float32 HF folder once (transformers dequantizes it), then reuse it.
 
+    ``gguf`` is the model's file brought by hand, for a machine without the embedded packages (a GPU machine that
+    trains students, see benchmarks/train_on_gpu.py); it must match the pinned sha256 like the packaged file.
     ``save_pretrained`` refuses a model loaded from GGUF until its quantizer marker is dropped.
     """
     out = cache_dir() / "hf" / alias
     if (out / "config.json").exists():
         return out
+    if gguf is None:
+        gguf = resolve_gguf(alias)
+    elif not verified(gguf, lookup(alias).sha256):
+        raise ChecksumMismatch(f"{gguf} does not match the pinned sha256 of {alias}; refusing to load it")
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    gguf = resolve_gguf(alias)
     tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
     model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
     model.hf_quantizer = None
