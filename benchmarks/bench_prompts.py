@@ -149,13 +149,13 @@ def main() -> None:
     if not args.report_only:
         write_grid_json(out, grid, list(statuses.values()), args.config)
     started = [c.run_dir(out) for c in grid.cells if (c.run_dir(out) / "config.json").exists()]
-    build_report(started, report_dir, grid.title or args.config.stem, grid.baseline)
+    build_report(started, report_dir, grid.title or args.config.stem, grid.baselines)
     md = report_dir / "report.md"
     text = md.read_text(encoding="utf-8")
     made_by = (f"Made by `python benchmarks/bench_prompts.py --config {args.config.as_posix()}` (resumable; "
                "`--report-only` rewrites this report from the run files).")
     head, _, rest = text.partition("\n\n")
-    failures = "\n".join(failure_sections(grid.cells, out, grid.baseline))
+    failures = "\n".join(failure_sections(grid.cells, out, next(iter(grid.baselines), None)))  # the first
     md.write_text("\n\n".join([head, made_by, rest.rstrip("\n"), failures]) + "\n", encoding="utf-8")
     print(json.dumps({label: s.done for label, s in statuses.items()}), flush=True)
     print(f"report: {md}")

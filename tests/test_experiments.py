@@ -11,7 +11,8 @@ from typer.testing import CliRunner
 
 from divcon.backends import ChatRequest, Generation, ModelSpec, default_log, register_backend
 from divcon.cost import load_table, price_of
-from divcon.experiments.grid import GridError, file_status, parse_grid, read_grid_json, run_grid
+from divcon.experiments.grid import (GridError, file_status, grid_baselines, parse_grid, read_grid_json, run_grid,
+                                     short_name)
 from divcon.experiments.report import build_report
 from divcon.runner import StopWhen
 from divcon.experiments.stats import bootstrap_ci, pareto_front
@@ -338,13 +339,16 @@ def test_paired_difference_interval_resamples_pairs():
 
 def test_grid_baseline_must_name_a_cell():
     cfg = {"tasks": ["gsm8k"], "cells": [{"label": "A", "mode": "cot", "solver": "fake:x"}]}
-    assert parse_grid({**cfg, "baseline": "A"}).baseline == "A"
+    assert parse_grid({**cfg, "baseline": "A"}).baselines == ("A",)
+    assert parse_grid({**cfg, "baseline": ["A"]}).baselines == ("A",)
     with pytest.raises(GridError, match="baseline 'B'"):
         parse_grid({**cfg, "baseline": "B"})
+    with pytest.raises(GridError, match="baseline 'B'"):
+        parse_grid({**cfg, "baseline": ["A", "B"]})
 
 
-def test_report_pairs_each_row_with_the_baseline_on_shared_questions(tmp_path: Path,
-                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+def test_report_pairs_each_row_with_each_baseline_on_shared_questions(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("DIVCON_PRICES", raising=False)
     base, other = tmp_path / "base", tmp_path / "other"
     _fixture_run(base)  # em 1, 0, 1, 1 on q0..q3
@@ -355,15 +359,25 @@ def test_report_pairs_each_row_with_the_baseline_on_shared_questions(tmp_path: P
     recs[3]["metrics"]["em"] = 0.0
     (other / "records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs[1:]))  # ... q0 never run
     labels = {"cells": [{"run_dir": "base", "label": "B"}, {"run_dir": "other", "label": "O"}]}
-    (tmp_path / "grid.json").write_text(json.dumps({"title": "t", "baseline": "B", **labels}))
-    data = build_report([base, other], tmp_path / "rep", "Paired", baseline="B")
-    rows = {r["label"]: r for r in data["tasks"][0]["rows"]}
-    assert "vs_baseline" not in rows["B"]
-    vs = rows["O"]["vs_baseline"]
-    assert vs["n"] == 3 and vs["diff"] == pytest.approx((1 - 2) / 3)  # q1 +1, q2 -1, q3 -1
-    assert vs["ci95"][0] <= vs["diff"] <= vs["ci95"][1]
+    (tmp_path / "grid.json").write_text(json.dumps({"title": "t", **labels}))
+    data = build_report([base, other], tmp_path / "rep", "Paired", baselines=["B", "O", "absent"])
+    task = data["tasks"][0]
+    assert task["baselines"] == ["B", "O"]  # a label with no row in the task gets no column
+    rows = {r["label"]: r for r in task["rows"]}
+    vs_b = rows["O"]["paired"][0]
+    assert vs_b["label"] == "B" and vs_b["n"] == 3 and vs_b["diff"] == pytest.approx((1 - 2) / 3)  # +1, -1, -1
+    assert vs_b["ci95"][0] <= vs_b["diff"] <= vs_b["ci95"][1]
+    assert rows["B"]["paired"][0] is None and rows["O"]["paired"][1] is None  # a row is no pair of itself
+    assert rows["B"]["paired"][1]["diff"] == pytest.approx(-vs_b["diff"])  # the same pairs, the other way round
     md = (tmp_path / "rep" / "report.md").read_text()
-    assert "vs B, paired [95% CI]" in md and "| (baseline) |" in md and "| -0.333 [" in md
+    assert "vs B, paired [95% CI] | vs O, paired [95% CI]" in md and "| (baseline) | +0.333 [" in md
+    assert "| -0.333 [" in md and "(n=3)" in md
+
+
+def test_report_reads_the_baselines_of_new_and_old_grid_files() -> None:
+    assert grid_baselines({"baselines": ["T/T", "T (single)"], "baseline": "x"}) == ["T/T", "T (single)"]
+    assert grid_baselines({"baseline": "T (single)"}) == ["T (single)"]  # a grid.json written before the list
+    assert grid_baselines({"cells": []}) == []
 
 
 def test_static_and_dynamic_rows_pair_only_with_the_same_demonstrations(tmp_path: Path,
@@ -381,3 +395,9 @@ def test_static_and_dynamic_rows_pair_only_with_the_same_demonstrations(tmp_path
     # s0 (no demonstrations) is not compared with the 4-shot dynamic row
     assert [(p["static_label"], p["dynamic_label"]) for p in pairs] == [("s4", "d4")]
     assert "| s4 | d4 |" in (tmp_path / "rep" / "report.md").read_text()
+
+
+def test_a_student_is_named_by_its_adapter_folder_on_either_engine() -> None:
+    assert short_name("llamacpp:qwen2.5-1.5b,slots=16") == "qwen2.5-1.5b"
+    assert short_name("llamacpp:smollm2-135m,slots=16,lora=reports/bench_distill/students/se-t") == "se-t"
+    assert short_name("hf:smollm2-135m,adapter=runs/distill/sd-r/adapter") == "sd-r"

@@ -14,8 +14,8 @@ from rich.table import Table
 
 from divcon.console import console, fail, progress_bar, set_data_dir
 from divcon.runner import StopWhen
-from divcon.experiments.grid import (Cell, CellStatus, GridError, file_status, load_grid, read_grid_json, run_grid,
-                                    run_round_robin, short_name, write_grid_json)
+from divcon.experiments.grid import (Cell, CellStatus, GridError, file_status, grid_baselines, load_grid,
+                                     read_grid_json, run_grid, run_round_robin, short_name, write_grid_json)
 
 
 def _cells_table(cells: list[Cell], statuses: list[CellStatus], out: Path, only_task: str | None) -> Table:
@@ -117,40 +117,41 @@ def experiment(
         raise typer.Exit(3)
 
 
-def expand_run_dirs(paths: list[Path]) -> tuple[list[Path], str | None, str | None]:
-    """Run dirs from arguments, and the first grid's title and baseline label: a dir with config.json is a run dir;
+def expand_run_dirs(paths: list[Path]) -> tuple[list[Path], str | None, list[str]]:
+    """Run dirs from arguments, and the first grid's title and baseline labels: a dir with config.json is a run dir;
     a dir with grid.json stands for its cells' run dirs (those started, in grid order)."""
     dirs: list[Path] = []
     titles: list[str] = []
-    baselines: list[str] = []
+    baselines: list[list[str]] = []
     for p in paths:
         if (p / "config.json").exists():
             dirs.append(p)
         elif (p / "grid.json").exists():
             grid = read_grid_json(p)
             titles += [grid["title"]] if grid.get("title") else []
-            baselines += [grid["baseline"]] if grid.get("baseline") else []
+            baselines += [grid_baselines(grid)] if grid_baselines(grid) else []
             dirs += [Path(e["run_dir"]) for e in grid["cells"] if (Path(e["run_dir"]) / "config.json").exists()]
         else:
             raise ValueError(f"{p} is neither a run dir (config.json) nor a grid dir (grid.json)")
-    return dirs, (titles[0] if titles else None), (baselines[0] if baselines else None)
+    return dirs, (titles[0] if titles else None), (baselines[0] if baselines else [])
 
 
 def report(
     paths: list[Path] = typer.Argument(..., help="Run dirs and/or grid dirs."),
     out: Path = typer.Option(..., help="Folder for report.md, report.html, quality_vs_cost.png, report.json."),
     title: Optional[str] = typer.Option(None, help="Report title (default: the first grid's title)."),
-    baseline: Optional[str] = typer.Option(None, help="Label of the row every other row is paired with, per task "
-                                                      "(default: the first grid's 'baseline')."),
+    baseline: Optional[list[str]] = typer.Option(None, help="Label of a row every row is paired with, per task; "
+                                                            "repeat for several (default: the first grid's "
+                                                            "'baseline')."),
 ) -> None:
     """Build a report (tables with 95% CIs, tokens, $; quality-vs-cost plot) from run files alone."""
     from divcon.experiments.report import build_report
 
     try:
-        dirs, grid_title, grid_baseline = expand_run_dirs(paths)
+        dirs, grid_title, grid_baselines = expand_run_dirs(paths)
         if not dirs:
             fail("no run dir with a config.json among the arguments")
-        build_report(dirs, out, title or grid_title or "divcon report", baseline or grid_baseline)
+        build_report(dirs, out, title or grid_title or "divcon report", baseline or grid_baselines)
     except ValueError as e:
         fail(str(e))
     console.print(f"report: {out / 'report.md'}, {out / 'report.html'}, {out / 'quality_vs_cost.png'}, "

@@ -13,7 +13,7 @@ Compact config form::
     split: null                    # null: the task's evaluation split
     shuffle_seed: null
     concurrency: null               # questions in flight per cell (null: what the backends serve at once)
-    baseline: T (single)            # the report adds each cell's paired difference to this cell (same questions)
+    baseline: [T/T, T (single)]     # the report adds each cell's paired difference to these cells (same questions)
     pipeline: {max_subquestions: 4} # PipelineConfig defaults for every cell
     models: {T: "llamacpp:qwen2.5-1.5b", S: "llamacpp:smollm2-135m"}
     tasks: [gsm8k, {drop: {limit: 20}}, bamboogle]
@@ -85,7 +85,7 @@ class Grid:
     concurrency: int | None = None
     out: Path | None = None
     title: str | None = None
-    baseline: str | None = None  # a cell label: the report pairs every other cell of a task with it
+    baselines: tuple[str, ...] = ()  # cell labels: the report pairs every cell of a task with each of them
 
 
 def slug(label: str) -> str:
@@ -105,7 +105,7 @@ def short_name(spec: str | None) -> str:
     name, *opts = (rest or kind).split(",")
     for o in opts:
         k, _, v = o.partition("=")
-        if k == "adapter":
+        if k in ("adapter", "lora"):  # a LoRA on transformers or on llama.cpp
             name = v
     parts = [p for p in Path(name).parts if p not in ("adapter", "merged", "final")]
     return parts[-1] if parts else name
@@ -203,11 +203,20 @@ def parse_grid(data: dict[str, Any]) -> Grid:
     concurrency = data.get("concurrency")
     if concurrency is not None and (not isinstance(concurrency, int) or concurrency < 1):
         raise GridError(f"concurrency must be a whole number >= 1 (or null), got {concurrency!r}")
-    baseline = data.get("baseline")
-    if baseline is not None and str(baseline) not in {c.label for c in cells}:
-        raise GridError(f"baseline {baseline!r} is not the label of a cell")
-    return Grid(cells=cells, concurrency=concurrency, out=out, title=data.get("title"),
-                baseline=None if baseline is None else str(baseline))
+    baselines = _baselines(data.get("baseline"))
+    for b in baselines:
+        if b not in {c.label for c in cells}:
+            raise GridError(f"baseline {b!r} is not the label of a cell")
+    return Grid(cells=cells, concurrency=concurrency, out=out, title=data.get("title"), baselines=baselines)
+
+
+def _baselines(value: Any) -> tuple[str, ...]:
+    """The config's ``baseline``: one label, or a list of them (Table 1 pairs each row with T/T and with T single)."""
+    if value is None:
+        return ()
+    if isinstance(value, list):
+        return tuple(str(v) for v in value)
+    return (str(value),)
 
 
 def load_grid(path: Path) -> Grid:
@@ -260,7 +269,7 @@ def write_grid_json(out: Path, grid: Grid, statuses: list[CellStatus], config_pa
     path = out / "grid.json"
     out.mkdir(parents=True, exist_ok=True)
     write_json(path, {"config": str(config_path) if config_path else None, "title": grid.title,
-                      "baseline": grid.baseline, "cells": entries})
+                      "baselines": list(grid.baselines), "cells": entries})
     return path
 
 
@@ -269,6 +278,14 @@ def read_grid_json(grid_dir: Path) -> dict[str, Any]:
     data = json.loads((grid_dir / "grid.json").read_text(encoding="utf-8"))
     data["cells"] = [{**e, "run_dir": str((grid_dir / e["run_dir"]).resolve())} for e in data["cells"]]
     return data
+
+
+def grid_baselines(grid: dict[str, Any]) -> list[str]:
+    """The baseline labels a ``grid.json`` names: ``baselines``, or the single ``baseline`` of one written before
+    a grid could name several (committed run folders keep those)."""
+    if grid.get("baselines"):
+        return list(grid["baselines"])
+    return [grid["baseline"]] if grid.get("baseline") else []
 
 
 ProgressFn = Callable[[Cell, int, int, dict | None], None]

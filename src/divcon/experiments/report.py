@@ -18,7 +18,7 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from divcon.cost import load_table
 from divcon.backends.base import accounting_name
@@ -119,21 +119,27 @@ def _row(run: Run, summary: dict, big: str | None, out_dir: Path) -> dict[str, A
     }
 
 
-def _paired(runs: list[Run], rows: list[dict], baseline: str) -> None:
-    """Give each row its paired difference to the baseline row (same label) on the questions both answered:
-    ``vs_baseline`` = {label, diff, ci95, n}. Nothing is added when the task has no such row."""
-    base = next((run for run, row in zip(runs, rows) if row["label"] == baseline), None)
-    if base is None:
-        return
+def _paired(runs: list[Run], rows: list[dict], baselines: Sequence[str]) -> list[str]:
+    """Give each row its paired difference to each baseline row (by label) on the questions both answered:
+    ``paired`` = [{label, diff, ci95, n}], None in the place of the row's own label. Returns the baselines this task
+    has (a label with no row here is left out), in the order given."""
     primary = rows[0]["primary"]
-    ref = {r["id"]: r["metrics"].get(primary, 0.0) for r in base.records}
-    for run, row in zip(runs, rows):
-        if run is base:
-            continue
-        mine = {r["id"]: r["metrics"].get(primary, 0.0) for r in run.records}
-        ids = sorted(set(mine) & set(ref))
-        diff, lo, hi = paired_diff_ci([mine[i] for i in ids], [ref[i] for i in ids])
-        row["vs_baseline"] = {"label": baseline, "diff": diff, "ci95": [lo, hi], "n": len(ids)}
+    by_label = {row["label"]: run for run, row in zip(runs, rows)}
+    present = [b for b in baselines if b in by_label]
+    for row in rows:
+        row["paired"] = []
+    for label in present:
+        base = by_label[label]
+        ref = {r["id"]: r["metrics"].get(primary, 0.0) for r in base.records}
+        for run, row in zip(runs, rows):
+            if run is base:
+                row["paired"].append(None)
+                continue
+            mine = {r["id"]: r["metrics"].get(primary, 0.0) for r in run.records}
+            ids = sorted(set(mine) & set(ref))
+            diff, lo, hi = paired_diff_ci([mine[i] for i in ids], [ref[i] for i in ids])
+            row["paired"].append({"label": label, "diff": diff, "ci95": [lo, hi], "n": len(ids)})
+    return present
 
 
 def _priced(rows: list[dict]) -> list[int]:
@@ -265,14 +271,13 @@ def _plot(tasks: list[dict], big: str | None, path: Path) -> None:
 def _task_blocks(t: dict, big: str | None) -> list[Block]:
     p = t["primary"]
     blocks: list[Block] = [("h2", f"{t['task']} (split {t['split']})")]
-    baseline = next((r["vs_baseline"]["label"] for r in t["rows"] if "vs_baseline" in r), None)
+    baselines = t["baselines"]
     rows = []
     for r in t["rows"]:
         extra = ", ".join(f"{k} {v:.3f}" for k, v in r["extra_metrics"].items()) or "-"
-        vs = r.get("vs_baseline")
-        paired = ([f"{vs['diff']:+.3f} [{vs['ci95'][0]:+.3f}, {vs['ci95'][1]:+.3f}]"
-                   + (f" (n={vs['n']})" if vs["n"] != r["n"] else "") if vs else "(baseline)"]
-                  if baseline else [])
+        paired = [f"{vs['diff']:+.3f} [{vs['ci95'][0]:+.3f}, {vs['ci95'][1]:+.3f}]"
+                  + (f" (n={vs['n']})" if vs["n"] != r["n"] else "") if vs else "(baseline)"
+                  for vs in r["paired"]]
         rows.append([r["label"], r["mode"], short_name(r["decomposer"]), short_name(r["solver"]), str(r["n"]),
                      str(r["errors"]), f"{r['metric']:.3f} [{r['ci95'][0]:.3f}, {r['ci95'][1]:.3f}]", *paired, extra,
                      f"{r['tokens_per_question']:.0f}",
@@ -280,12 +285,13 @@ def _task_blocks(t: dict, big: str | None) -> list[Block]:
                      _fmt_money(r["big_dollars"]), _fmt_money(r["dollars"]), f"{r['model_seconds']:.1f}",
                      f"{r['model_seconds_per_question']:.2f}"])
     blocks.append(("table", ["label", "mode", "decomposer", "solver", "n", "errors", f"{p} [95% CI]",
-                             *([f"vs {baseline}, paired [95% CI]"] if baseline else []),
+                             *[f"vs {b}, paired [95% CI]" for b in baselines],
                              "extra (not primary)", "tokens/question (all models)",
                              f"big-model tokens in/out ({short_name(big)})", "other models tokens in/out",
                              "big-model $", "total $", "model s", "model s/question"], rows))
-    if baseline:
-        blocks.append(("p", f"The paired column is the row's {p} minus that of {baseline} on the same questions, "
+    if baselines:
+        blocks.append(("p", f"A paired column is the row's {p} minus that of its baseline row "
+                            f"({', '.join(baselines)}) on the questions both answered, "
                             "with a bootstrap interval that resamples questions (2000 resamples, seeded)."))
     if t["pareto"]:
         blocks.append(("p", "Pareto front (big-model $ per question vs " + p + "): "
@@ -415,11 +421,11 @@ def _html(blocks: list[Block], title: str, out_dir: Path) -> str:
 
 
 def build_report(run_dirs: list[Path], out_dir: Path, title: str = "divcon report",
-                 baseline: str | None = None) -> dict[str, Any]:
+                 baselines: Sequence[str] = ()) -> dict[str, Any]:
     """Write the report files for ``run_dirs`` into ``out_dir`` and return the numbers (also in report.json).
 
     Rows keep the order of ``run_dirs`` (grid order); tasks appear in order of first appearance. With a
-    ``baseline`` label, every other row of a task that has that row gets its paired difference to it.
+    ``baselines`` (row labels), every row of a task gets its paired difference to each of them that the task has.
     """
     seen: set[Path] = set()
     runs = []
@@ -443,10 +449,9 @@ def build_report(run_dirs: list[Path], out_dir: Path, title: str = "divcon repor
     tasks = []
     for (task, split), pairs in by_task.items():
         rows = [row for _, row in pairs]
-        if baseline:
-            _paired([run for run, _ in pairs], rows, baseline)
+        present = _paired([run for run, _ in pairs], rows, baselines)
         shown = _priced(rows)
-        tasks.append({"task": task, "split": split, "primary": rows[0]["primary"], "rows": rows,
+        tasks.append({"task": task, "split": split, "primary": rows[0]["primary"], "baselines": present, "rows": rows,
                       "pareto": [shown[i] for i in pareto_front([(rows[j]["big_dollars_per_question"],
                                                                      rows[j]["metric"]) for j in shown])],
                       "static_vs_dynamic": _static_vs_dynamic(rows)})
