@@ -197,6 +197,25 @@ def test_cli_experiment_round_robin(env: Path) -> None:
     assert [(c["status"], c["done"]) for c in read_grid_json(env / "g")["cells"]] == [("done", 3), ("done", 3)]
 
 
+def test_cli_experiment_up_to_stages_a_round_robin(env: Path) -> None:
+    """--up-to raises the cells only that far: both stop at 2 of 3 and the run exits 0 (the stage is complete, not
+    cut short); a run without it goes on to the config's limit. Without --chunk it is refused."""
+    from divcon.cli import app
+
+    cfg = env / "grid.yaml"
+    cfg.write_text(GRID_YAML)
+    res = CliRunner().invoke(app, ["experiment", str(cfg), "--out", "g", "--chunk", "1", "--up-to", "2",
+                                   "--concurrency", "1", "--stop-after", "60"])
+    assert res.exit_code == 0, res.output
+    assert [(c["status"], c["done"]) for c in read_grid_json(env / "g")["cells"]] == [("partial", 2), ("partial", 2)]
+    assert len([1 for _, stage in CALLS if stage == "solve"]) == 4
+    res = CliRunner().invoke(app, ["experiment", str(cfg), "--out", "g", "--chunk", "1", "--stop-after", "60"])
+    assert res.exit_code == 0, res.output
+    assert [(c["status"], c["done"]) for c in read_grid_json(env / "g")["cells"]] == [("done", 3), ("done", 3)]
+    res = CliRunner().invoke(app, ["experiment", str(cfg), "--out", "g", "--up-to", "2"])
+    assert res.exit_code == 2 and "--chunk" in res.output
+
+
 def test_cli_experiment_time_box_exit_status(env: Path) -> None:
     """A time box that leaves cells unfinished exits 3 (a script resumes), the run that finishes them exits 0."""
     from divcon.cli import app

@@ -43,6 +43,9 @@ def experiment(
     chunk: Optional[int] = typer.Option(None, min=1, help="Round-robin: raise every cell by this many questions per "
                                                          "round, so a run stopped early leaves the cells at about "
                                                          "the same n (default: one cell after another)."),
+    up_to: Optional[int] = typer.Option(None, min=1, help="Round-robin only: raise no cell above this many "
+                                                          "questions in this run (a stage; the config's limits stay "
+                                                          "the goal); exit 0 once every cell has them."),
 ) -> None:
     """Run an experiment grid, task by task, into <out>/<task>/<label>/ with grid.json; re-run to resume."""
     from divcon.tasks import get_task
@@ -57,6 +60,8 @@ def experiment(
     out = out or grid.out or Path("runs/experiments") / config.stem
     if only_task is not None and only_task not in {c.task for c in grid.cells}:
         fail(f"no cell runs on task {only_task!r}; tasks: {', '.join(sorted({c.task for c in grid.cells}))}")
+    if up_to is not None and not chunk:
+        fail("--up-to stages a round-robin run: give --chunk too")
     statuses = [file_status(c, out) for c in grid.cells]
     if dry_run:
         console.print(_cells_table(grid.cells, statuses, out, only_task))
@@ -94,7 +99,7 @@ def experiment(
             bar.update(bar_id, completed=sum(s.done for s in selected))
             try:
                 run_round_robin(cells, out, chunk, StopWhen.after_minutes(stop_after).deadline,
-                                concurrency or grid.concurrency, on_chunk)
+                                concurrency or grid.concurrency, on_chunk, up_to)
             except (ValueError, RuntimeError, OSError) as e:  # a run dir holding another config, a missing model
                 fail(f"{type(e).__name__}: {e}")
             finally:
@@ -106,7 +111,8 @@ def experiment(
                                 stop=StopWhen.after_minutes(stop_after), concurrency=concurrency)
     console.print(_cells_table(grid.cells, statuses, out, only_task))
     unfinished = [s for c, s in zip(grid.cells, statuses)
-                  if s.status in ("partial", "pending") and only_task in (None, c.task)]
+                  if s.status in ("partial", "pending") and only_task in (None, c.task)
+                  and (up_to is None or s.done < min(s.n, up_to))]
     if unfinished and stop_after is not None:
         console.print(f"stopped at the time limit with {len(unfinished)} cell(s) unfinished; "
                       "re-run the same command to continue")

@@ -339,20 +339,26 @@ def run_grid(grid: Grid, out: Path, statuses: list[CellStatus], config_path: Pat
 
 
 def run_round_robin(cells: list[Cell], out: Path, chunk: int, deadline: float | None,
-                    concurrency: int | None = None, on_chunk: Callable[[Cell, dict], None] | None = None) -> None:
+                    concurrency: int | None = None, on_chunk: Callable[[Cell, dict], None] | None = None,
+                    up_to: int | None = None) -> None:
     """Evaluate ``cells`` in rounds until all are complete: each round raises every cell to the same level, ``chunk``
     above the one with fewest records (a cell already there waits). A run cut short at ``deadline`` (a
     ``time.monotonic()`` instant) leaves the cells at about the same n, so a comparison of them already means
     something; every cell resumes from its records, so stopping anywhere loses at most the questions in flight.
-    Cells whose ``requires`` are missing are skipped. ``on_chunk(cell, summary)`` follows each cell's chunk."""
+    Cells whose ``requires`` are missing are skipped. ``on_chunk(cell, summary)`` follows each cell's chunk.
+    ``up_to`` stops every cell at that many questions (a stage of a long grid: one task's rows to the n an issue
+    needs before another task starts; the config's limits stay the goal of a later run)."""
     from divcon.evaluate import evaluate
 
     def have(c: Cell) -> int:
         return len(read_records(c.run_dir(out)))
 
-    pending = [c for c in cells if file_status(c, out).status not in ("done", "skipped")]
+    pending = [c for c in cells if file_status(c, out).status not in ("done", "skipped")
+               and (up_to is None or have(c) < up_to)]
     while pending:
         level = min(have(c) for c in pending) + chunk
+        if up_to is not None:
+            level = min(level, up_to)
         for c in list(pending):
             if deadline is not None and time.monotonic() >= deadline:
                 return
@@ -363,5 +369,5 @@ def run_round_robin(cells: list[Cell], out: Path, chunk: int, deadline: float | 
                                 concurrency=concurrency, stop=StopWhen(deadline, max_new=quota))
                 if on_chunk:
                     on_chunk(c, s)
-            if file_status(c, out).status == "done":
+            if file_status(c, out).status == "done" or (up_to is not None and have(c) >= up_to):
                 pending.remove(c)
