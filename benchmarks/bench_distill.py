@@ -71,7 +71,7 @@ def cells(task: str, teacher: str, student: str, students: Path, test_n: int) ->
 
 
 def student_config(task: str, variant: str, out: Path, student: str, epochs: float, max_steps: int) -> TrainConfig:
-    """How a student is trained: here and on a GPU machine (scripts/train_on_gpu.py) alike, so either one's adapter
+    """How a student is trained: here and on a GPU machine (benchmarks/train_on_gpu.py) alike, so either one's adapter
     is the one the other would have made."""
     # a question with a passage (DROP) needs room for it, or the target would be truncated away
     max_len = {"sd": 1024, "se": 1280} if get_task(task).family == "reading" else {"sd": 256, "se": 448}
@@ -123,7 +123,7 @@ def report(out: Path, args: argparse.Namespace, teacher: str, student: str, grid
     data: dict = {"command": command(args), "counts": counts, "students": trained}
     started = [c.run_dir(out / "runs") for c in grid if (c.run_dir(out / "runs") / "config.json").exists()]
     if args.test_n and started:
-        evaluation = build_report(started, out, f"{task.name}: teachers, students and routes", BASELINE)
+        evaluation = build_report(started, out, f"{task.name}: teachers, students and routes", (BASELINE,))
         data["evaluation"] = evaluation
         lines += ["## Evaluation", "", "From `report.html` / the evaluation part of report.json, made from the run "
                   "dirs under runs/ by divcon's report (so every number is recomputed from the records).", ""]
@@ -214,9 +214,9 @@ def main() -> None:
                           should_stop=stop.out_of_time)
             if args.test_n and not stop.out_of_time():
                 runs = out / "runs"
-                write_grid_json(runs, Grid(grid, baseline=BASELINE), [file_status(c, runs) for c in grid], None)
+                write_grid_json(runs, Grid(grid, baselines=(BASELINE,)), [file_status(c, runs) for c in grid], None)
                 run_round_robin(grid, runs, args.chunk, stop.deadline, on_chunk=print_chunk)
-                write_grid_json(runs, Grid(grid, baseline=BASELINE), [file_status(c, runs) for c in grid], None)
+                write_grid_json(runs, Grid(grid, baselines=(BASELINE,)), [file_status(c, runs) for c in grid], None)
     trained = all((out / "students" / v / "divcon_train.json").exists() for v in variants)
     evaluated = not args.test_n or all(file_status(c, out / "runs").status == "done" for c in grid)
     print(report(out, args, teacher, student, grid))

@@ -59,6 +59,7 @@ def test_a_gguf_brought_by_hand_is_checked_too(tmp_path, monkeypatch):
         hf_dir_for_alias("smollm2-135m", gguf=brought)
     assert not (tmp_path / "cache" / "hf").exists()
 
+
 def test_call_log_caches_by_model_prompt_and_params(tmp_path):
     register_backend("fake", ScriptedBackend)
     log = CallLog(tmp_path / "log.sqlite")

@@ -391,6 +391,8 @@ def test_report_pairs_each_row_with_each_baseline_on_shared_questions(tmp_path: 
     md = (tmp_path / "rep" / "report.md").read_text()
     assert "vs B, paired [95% CI] | vs O, paired [95% CI]" in md and "| (baseline) | +0.333 [" in md
     assert "| -0.333 [" in md and "(n=3)" in md
+    with pytest.raises(TypeError, match="list of row labels"):
+        build_report([base, other], tmp_path / "rep", "Paired", baselines="B")
 
 
 def test_report_reads_the_baselines_of_new_and_old_grid_files() -> None:

@@ -186,7 +186,7 @@ def test_a_model_served_another_way_is_still_the_big_model(tmp_path: Path) -> No
     teacher plain: its tokens and dollars stay in the big-model columns, for old records as for new ones."""
     _write_run(tmp_path / "runs" / "plain")
     _write_run(tmp_path / "runs" / "slots", solver=f"{PRICED},slots=16", decomposer=f"{PRICED},engine=server")
-    data = build_report([tmp_path / "runs" / "plain", tmp_path / "runs" / "slots"], tmp_path / "report", "t", None)
+    data = build_report([tmp_path / "runs" / "plain", tmp_path / "runs" / "slots"], tmp_path / "report", "t")
     rows = {r["run_dir"].split("/")[-1]: r for r in data["tasks"][0]["rows"]}
     assert rows["slots"]["big_tokens_in"] == 4 * 300 and rows["slots"]["other_tokens_in"] == 0
     assert list(rows["slots"]["by_model"]) == [PRICED]

@@ -427,6 +427,8 @@ def build_report(run_dirs: list[Path], out_dir: Path, title: str = "divcon repor
     Rows keep the order of ``run_dirs`` (grid order); tasks appear in order of first appearance. With a
     ``baselines`` (row labels), every row of a task gets its paired difference to each of them that the task has.
     """
+    if isinstance(baselines, str):  # a label where labels are due would pair with its letters, silently
+        raise TypeError(f"baselines is a list of row labels, got the string {baselines!r}")
     seen: set[Path] = set()
     runs = []
     for d in run_dirs:
