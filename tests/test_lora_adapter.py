@@ -142,6 +142,17 @@ def test_an_adapter_not_made_by_divcon_train_is_one_line_and_leaves_no_file(tmp_
     assert not any((cache / "loras").iterdir())  # neither a half-written GGUF nor a temp file
 
 
+def test_the_base_is_the_record_else_the_model_it_is_loaded_on_and_they_must_agree(tmp_path):
+    adapter = make_adapter(tmp_path / "student", tmp_path / "base")
+    assert export.base_alias(adapter) == export.base_alias(adapter, "smollm2-135m") == "smollm2-135m"
+    with pytest.raises(export.ExportError, match="trained on smollm2-135m, not on qwen2.5-0.5b"):
+        export.base_alias(adapter, "qwen2.5-0.5b")  # a LoRA on other weights would decode nonsense silently
+    (adapter / "divcon_train.json").unlink()  # a shipped student: adapter files only, its base in the manifest
+    assert export.base_alias(adapter, "qwen2.5-0.5b") == "qwen2.5-0.5b"
+    with pytest.raises(export.ExportError, match="divcon_train.json not found"):
+        export.base_alias(adapter)
+
+
 def test_a_gguf_file_still_works_as_before(tmp_path, base_gguf):
     lora = tmp_path / "lora.gguf"
     lora.write_text("APPLE")

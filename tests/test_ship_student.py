@@ -10,11 +10,14 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from divcon.backends import load_backend
+from divcon.backends import ModelSpec, load_backend
+from divcon.backends.llamacpp import LlamaCppBackend
 from divcon.backends import registry
 from divcon.backends.registry import ChecksumMismatch, default_decomposer, students
 from divcon.cli import app
+from divcon.distill.export import export_lora_gguf
 from divcon.distill.ship import ship
+from tests.conftest import needs_smollm2
 from tests.test_lora_adapter import make_adapter
 
 
@@ -62,6 +65,16 @@ def test_a_shipped_alias_is_its_base_with_the_lora_and_shares_its_identity(root,
     assert shipped.identity.key == from_folder.identity.key  # same weights: the call cache is shared
     assert shipped.spec == "llamacpp:sd-route-135m,engine=inproc"  # what a run records: no machine path
     assert load_backend("sd-route-135m").identity.key == shipped.identity.key  # the bare alias too
+
+
+@needs_smollm2
+def test_a_shipped_alias_derives_its_gguf_from_the_adapter_alone(root, trained, tmp_path):
+    """The shipped folder holds no divcon_train.json: the base comes from the manifest, and the derived GGUF is the
+    very file the trained folder exports."""
+    ship(trained, "sd-route-135m", "t", "e", root)
+    backend = LlamaCppBackend(ModelSpec.parse("llamacpp:sd-route-135m,engine=inproc"))
+    by_hand, _ = export_lora_gguf(trained, tmp_path / "by_hand.gguf")
+    assert Path(backend.lora).read_bytes() == by_hand.read_bytes()
 
 
 def test_a_tampered_shipped_adapter_is_refused(root, trained):

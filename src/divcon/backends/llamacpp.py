@@ -80,7 +80,7 @@ class LlamaCppBackend:
         if self.lora and Path(self.lora).is_dir():  # a PEFT adapter folder: its GGUF, derived once into the cache
             from divcon.distill.export import derived_lora_gguf
 
-            self.lora = str(derived_lora_gguf(Path(self.lora)))
+            self.lora = str(derived_lora_gguf(Path(self.lora), None if name.endswith(".gguf") else name))
         elif self.lora and not Path(self.lora).exists():
             raise FileNotFoundError(f"LoRA GGUF not found: {self.lora}")
         have_server = server_binary() is not None

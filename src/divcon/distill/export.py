@@ -67,27 +67,36 @@ def gguf_config(alias: str) -> dict:
             "num_key_value_heads": value(f"{arch}.attention.head_count_kv")}
 
 
-def base_alias(adapter_dir: Path) -> str:
-    """The embedded model the student was trained from, as recorded by ``divcon distill train``."""
+def base_alias(adapter_dir: Path, loaded_on: str | None = None) -> str:
+    """The embedded model the student was trained from, as recorded by ``divcon distill train``; for an adapter
+    without that record (a shipped student carries only its adapter files, its base pinned in the students
+    manifest), ``loaded_on``: the embedded model the backend applies it to. Where both are known they must agree,
+    since a LoRA on other weights than its own decodes nonsense without any error."""
     info = adapter_dir / "divcon_train.json"
     if not info.exists():
+        if loaded_on:
+            return loaded_on
         raise ExportError(f"{info} not found: the adapter was not made by `divcon distill train`, so its GGUF base "
                           "is unknown")
     alias = json.loads(info.read_text(encoding="utf-8")).get("base_alias")
     if not alias:
         raise ExportError(f"{adapter_dir} was trained from a model folder, not an embedded GGUF model: there is no "
                           "GGUF base for llama.cpp to apply the adapter to")
+    if loaded_on and loaded_on != alias:
+        raise ExportError(f"{adapter_dir} was trained on {alias}, not on {loaded_on}: apply it to its own base "
+                          f"(llamacpp:{alias},lora=...)")
     return alias
 
 
-def export_lora_gguf(adapter_dir: Path, out: Path | None = None) -> tuple[Path, str]:
-    """Write ``<adapter_dir>/lora.gguf`` (or ``out``); returns the file and the backend spec that serves it."""
+def export_lora_gguf(adapter_dir: Path, out: Path | None = None, loaded_on: str | None = None) -> tuple[Path, str]:
+    """Write ``<adapter_dir>/lora.gguf`` (or ``out``); returns the file and the backend spec that serves it.
+    ``loaded_on``: the embedded model it is for, where the caller knows it (see :func:`base_alias`)."""
     import gguf
     from safetensors.numpy import load_file
 
     adapter_dir = Path(adapter_dir)
     out = Path(out) if out else adapter_dir / "lora.gguf"
-    alias = base_alias(adapter_dir)  # every check runs before the file is opened: no half-written GGUF on error
+    alias = base_alias(adapter_dir, loaded_on)  # every check runs before the file is opened: no half-written GGUF on error
     acfg = json.loads((adapter_dir / "adapter_config.json").read_text(encoding="utf-8"))
     if acfg.get("rank_pattern") or acfg.get("alpha_pattern"):
         raise ExportError("per-module ranks or alphas cannot be written as one llama.cpp LoRA alpha")
@@ -136,13 +145,13 @@ def export_lora_gguf(adapter_dir: Path, out: Path | None = None) -> tuple[Path, 
     return out, f"llamacpp:{alias},lora={out}"
 
 
-def derived_lora_gguf(adapter_dir: Path) -> Path:
+def derived_lora_gguf(adapter_dir: Path, loaded_on: str | None = None) -> Path:
     """The llama.cpp GGUF of a PEFT adapter folder, exported on first use into ``<cache>/loras/<digest>.gguf`` and
     reused afterwards. ``digest`` is the first 16 hex digits of the adapter's identity
     (:func:`divcon.backends.identity.lora_adapter_digest`, over adapter_model.safetensors and adapter_config.json), so
     an adapter retrained into the same folder gets a new file. Written to a temp file and renamed into place: two
     processes deriving it at once each write their own and never see a half-written one. Errors are one line naming
-    the folder."""
+    the folder. ``loaded_on``: the embedded model the backend applies it to (:func:`base_alias`)."""
     from divcon.backends.identity import lora_adapter_digest
     from divcon.paths import cache_dir
 
@@ -160,7 +169,7 @@ def derived_lora_gguf(adapter_dir: Path) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f"{out.stem}.{os.getpid()}.{threading.get_ident()}.tmp")
     try:
-        export_lora_gguf(adapter_dir, tmp)
+        export_lora_gguf(adapter_dir, tmp, loaded_on)
         os.replace(tmp, out)
     except ExportError as e:
         raise ExportError(f"lora={adapter_dir}: cannot derive its llama.cpp GGUF: {e}") from None
