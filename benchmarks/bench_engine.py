@@ -70,7 +70,8 @@ def write_report(out: Path, engine: dict, run_dirs: dict[str, Path]) -> str:
              f"| divcon LoggedBackend | {engine['prompts']} | {engine['pipeline_tokens_out']} | "
              f"{engine['pipeline_seconds']:.1f} | {engine['pipeline_tok_s']:.1f} |", "",
              f"Model `{engine['model']}`, greedy, max {engine['max_tokens']} new tokens, {engine['threads']} threads.",
-             "Seconds include prompt processing (both paths do the same work); the two paths alternate prompt by prompt.", "",
+             "Seconds include prompt processing (both paths do the same work); the two paths alternate prompt by "
+             "prompt.", "",
              "## GSM8K: single-stage vs two-stage static vs dynamic (same model decomposes and solves)", "",
              "| mode | n | EM (strict) | lenient (extra) | tokens in | tokens out | model calls | s/question |",
              "|---|---|---|---|---|---|---|---|"]

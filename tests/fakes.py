@@ -19,7 +19,8 @@ class ScriptedBackend:
 
     calls: Counter = Counter()
 
-    def __init__(self, spec: ModelSpec, decompose: str = "1. How many?\n2. How much?", solve: str = "The answer is 18."):
+    def __init__(self, spec: ModelSpec, decompose: str = "1. How many?\n2. How much?",
+                 solve: str = "The answer is 18."):
         self.spec = str(spec)
         self.decompose_text = decompose
         self.solve_text = solve

@@ -69,7 +69,8 @@ def test_lenient_counts_any_number_but_strict_does_not():
 
 
 def test_extract_text():
-    assert extract_text("Reasoning...\nThe answer is Pakistanis and Filipinos.") == ("Pakistanis and Filipinos", "marker")
+    assert extract_text("Reasoning...\nThe answer is Pakistanis and Filipinos.") == ("Pakistanis and Filipinos",
+                                                                                       "marker")
     assert extract_text("line one\nJames Madison") == ("James Madison", "last_line")
     assert extract_text("   ") == (None, "none")
 

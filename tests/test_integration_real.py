@@ -18,7 +18,8 @@ pytestmark = [needs_smollm2, pytest.mark.slow]
 def test_two_stage_eval_on_smollm2_records_structure_and_cost(tmp_path):
     out = tmp_path / "run"
     res = CliRunner().invoke(app, ["eval", "--task", "gsm8k", "--limit", "3", "--mode", "two-stage",
-                                   "--decomposer", SMOL, "--solver", SMOL, "--solve-tokens", "96", "--decompose-tokens", "64",
+                                   "--decomposer", SMOL, "--solver", SMOL, "--solve-tokens", "96",
+                                   "--decompose-tokens", "64",
                                    "--out", str(out)])
     assert res.exit_code == 0, res.output
     recs = read_records(out)

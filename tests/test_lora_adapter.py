@@ -1,6 +1,6 @@
-"""``llamacpp:<base>,lora=<adapter folder>``: a student is committed as its PEFT adapter alone, and its llama.cpp GGUF is
-derived from it once, into the cache, addressed by the adapter's content. On a tiny fake adapter (one llama layer), so
-no model is loaded and nothing is trained."""
+"""``llamacpp:<base>,lora=<adapter folder>``: a student is committed as its PEFT adapter alone, and its llama.cpp GGUF
+is derived from it once, into the cache, addressed by the adapter's content. On a tiny fake adapter (one llama layer),
+so no model is loaded and nothing is trained."""
 
 from __future__ import annotations
 

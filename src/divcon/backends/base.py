@@ -41,7 +41,8 @@ class ChatRequest:
 
     def params(self) -> dict:
         """Sampling parameters that change the output; part of the cache key."""
-        return {"max_tokens": self.max_tokens, "temperature": self.temperature, "stop": list(self.stop), "seed": self.seed}
+        return {"max_tokens": self.max_tokens, "temperature": self.temperature, "stop": list(self.stop),
+                "seed": self.seed}
 
     def prompt_json(self) -> str:
         return json.dumps(self.message_dicts(), ensure_ascii=False)
@@ -135,7 +136,8 @@ class ModelSpec:
     @classmethod
     def parse(cls, spec: str) -> "ModelSpec":
         if not spec or not spec.strip():
-            raise ValueError("empty model spec; expected e.g. 'llamacpp:qwen2.5-1.5b', 'openai:gpt-4o-mini', 'hf:/path'")
+            raise ValueError("empty model spec; expected e.g. 'llamacpp:qwen2.5-1.5b', 'openai:gpt-4o-mini', "
+                             "'hf:/path'")
         spec = spec.strip()
         kind, sep, rest = spec.partition(":")
         if not sep:  # a bare alias means the embedded llama.cpp backend

