@@ -33,7 +33,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from divcon.distill.build import build_dataset, route_of
+from divcon.distill.build import ROUTERS, build_dataset, route_of
 from divcon.distill.generate import SAMPLED_TEMPERATURE, generate_traces
 from divcon.distill.train import TrainConfig, train
 from divcon.experiments.grid import Cell, Grid, file_status, run_round_robin, write_grid_json
@@ -42,7 +42,7 @@ from divcon.runner import StopWhen
 from divcon.runs import read_records, write_json
 from divcon.tasks import get_task
 
-VARIANTS = ("sd-t", "sd-r", "sd-route", "se-t", "se-a")
+VARIANTS = ("sd-t", "sd-r", "sd-route", "sd-route-cheap", "se-t", "se-a")
 TRAIN_SPLIT = {"gsm8k": "train", "drop": "distill", "bamboogle": "distill"}
 BASELINE = "T/T"
 
@@ -66,6 +66,7 @@ def cells(task: str, teacher: str, student: str, students: Path, test_n: int) ->
             cell("SD-T/T", "two-stage", lora["sd-t"], teacher, bare_decomposer, "sd-t"),
             cell("SD-R/T", "two-stage", lora["sd-r"], teacher, bare_decomposer, "sd-r"),
             cell("SD-route/T", "two-stage", lora["sd-route"], teacher, bare_decomposer, "sd-route"),
+            cell("SD-route-cheap/T", "two-stage", lora["sd-route-cheap"], teacher, bare_decomposer, "sd-route-cheap"),
             cell("T/SE-T", "two-stage", teacher, lora["se-t"], bare_solver, "se-t"),
             cell("T/SE-A", "two-stage", teacher, lora["se-a"], bare_solver, "se-a")]
 
@@ -195,8 +196,8 @@ def main() -> None:
             bar.update(k)
 
         traces, _ = generate_traces(args.task, TRAIN_SPLIT[args.task], teacher, samples=args.samples,
-                                    limit=args.train_n, routes="sd-route" in variants, out_dir=out / "traces",
-                                    on_progress=trace_progress, stop=stop)
+                                    limit=args.train_n, routes=bool(set(ROUTERS) & set(variants)),
+                                    out_dir=out / "traces", on_progress=trace_progress, stop=stop)
     if not stop.out_of_time():  # the traces are complete: a time box reached in there leaves them partial
         for v in variants:
             if not (out / "data" / f"{v}.jsonl").exists():

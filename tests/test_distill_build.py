@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from divcon.distill.build import build_dataset, with_gold_answer
+from divcon.distill.build import build_dataset, decomposition_won, with_gold_answer
 from divcon.pipeline import prompts as P
 
 
@@ -169,6 +169,33 @@ def test_sd_route_targets_the_route_that_reached_gold(tmp_path: Path):
     # the student is trained on the bare decomposer prompt it is later served
     first = rows(tmp_path / "sd-route.jsonl")[0]["messages"]
     assert first[:-1] == P.decompose_messages("Question r1?", None, "math", 4)
+
+
+def test_sd_route_cheap_decomposes_only_where_two_stage_beat_single_stage(tmp_path: Path):
+    d = tmp_path / "routes"
+    d.mkdir()
+    (d / "records.jsonl").write_text("".join(json.dumps(t) + "\n" for t in ROUTE_TRACES), encoding="utf-8")
+    counts = build_dataset(d, "sd-route-cheap", tmp_path / "cheap.jsonl")
+    got = [(r["id"], r["sample"], r["messages"][-1]["content"]) for r in rows(tmp_path / "cheap.jsonl")]
+    # r1: single 2/2 beats two-stage 1/2 -> no decomposition (sd-route taught the decomposition here); r4: 2/2 vs 1/2
+    assert got == [("r1", 2, P.NO_DECOMPOSITION), ("r2", 2, P.NO_DECOMPOSITION),
+                   ("r4", 0, "1. What is x?"), ("r4", 1, "1. What is y?\n2. What is z?")]
+    assert counts["route_questions"] == {"decompose": 1, "direct": 2, "neither": 1}
+    assert counts["kept_no_decomposition"] == 2
+    # won by two-stage: r4's singles (2); incorrect: r1 one, r2 two, r3 four (7); direct_won: r1's right
+    # decomposition (1); duplicate: r1 and r2 sample 3 (2)
+    assert counts["dropped"] == {"decomposition_won": 2, "incorrect": 7, "direct_won": 1, "duplicate": 2}
+    assert sum(counts["dropped"].values()) + counts["kept"] == counts["traces"] == 16
+
+
+def test_a_tie_between_the_routes_goes_to_the_cheaper_one_only_under_sd_route_cheap():
+    tie = [routed("t", 0, "two-stage", True, ["What is a?"]), routed("t", 1, "two-stage", False, ["What is b?"]),
+           routed("t", 2, "single", True), routed("t", 3, "single", False)]
+    assert decomposition_won(tie, "sd-route") == {"t"}
+    assert decomposition_won(tie, "sd-route-cheap") == set()
+    # shares, not counts: one right of one two-stage sample (the other could not run) beats one of two single-stage
+    uneven = [{**tie[0]}, {**tie[1], "error": "prompt too long"}, tie[2], tie[3]]
+    assert decomposition_won(uneven, "sd-route-cheap") == {"t"}
 
 
 def test_sd_route_needs_both_routes_and_other_variants_ignore_single_stage_traces(tmp_path: Path, traces_dir: Path):

@@ -15,6 +15,12 @@ exactly the prompt it later sees):
   did, the question is dropped. At inference "No decomposition needed." sends the question to the solver's
   step-by-step prompt. Reasons: single-stage traces of a question the two-stage route solved are dropped as
   ``decomposition_won``; wrong traces as ``incorrect``.
+* ``sd-route-cheap``: the router with ties to the cheaper route. A decomposition is a target only where the two-stage
+  route reached gold more often (as a share of its samples) than the single-stage route did; where the single-stage
+  route did at least as well and reached gold at least once, the target is "No decomposition needed.". Why: under
+  ``sd-route`` a question both routes solve is taught as "decompose", so with a teacher that is better single-stage
+  the student learns to decompose nearly everything (greedy decoding takes the majority first token), paying two
+  teacher calls for answers one call gets. Two-stage traces of such questions are dropped as ``direct_won``.
 
 Decomposer targets are re-rendered with :func:`format_subquestions` (not the raw output), so the student learns the
 clean numbered form the parser reads back. A decomposer output that says "No decomposition needed." is a legitimate
@@ -36,8 +42,9 @@ from divcon.pipeline import prompts as P
 from divcon.runs import read_records, write_json
 from divcon.tasks.answers import last_marker_end
 
-VARIANTS = ("sd-t", "sd-r", "se-t", "se-a", "sd-route")
-DROP_REASONS = ("error", "decomposition_won", "incorrect", "unparseable", "duplicate", "not_best")
+ROUTERS = ("sd-route", "sd-route-cheap")  # decomposers trained on traces of both routes
+VARIANTS = ("sd-t", "sd-r", "se-t", "se-a", *ROUTERS)
+DROP_REASONS = ("error", "decomposition_won", "incorrect", "direct_won", "unparseable", "duplicate", "not_best")
 
 
 def route_of(rec: dict) -> str:
@@ -77,21 +84,43 @@ def _decomposer_target(rec: dict) -> str | None:
     return None
 
 
-def _example(rec: dict, variant: str, decomposition_won: set[str]) -> tuple[list[dict], str] | str:
+def decomposition_won(records: list[dict], variant: str) -> set[str]:
+    """The questions whose router target is a decomposition: under ``sd-route`` those some two-stage trace answered
+    correctly; under ``sd-route-cheap`` those where the two-stage route's share of correct samples beat the
+    single-stage route's (a tie goes to the cheaper, single-stage route). Traces the teacher could not run count as
+    neither correct nor sampled."""
+    right: Counter[tuple[str, str]] = Counter()
+    tried: Counter[tuple[str, str]] = Counter()
+    for r in records:
+        if not r.get("error"):
+            tried[r["id"], route_of(r)] += 1
+            right[r["id"], route_of(r)] += bool(r["correct"])
+    ids = {i for i, _ in tried}
+    if variant == "sd-route":
+        return {i for i in ids if right[i, "two-stage"]}
+
+    def share(i: str, route: str) -> float:
+        return right[i, route] / tried[i, route] if tried[i, route] else 0.0
+    return {i for i in ids if share(i, "two-stage") > share(i, "single")}
+
+
+def _example(rec: dict, variant: str, won: set[str]) -> tuple[list[dict], str] | str:
     """(prompt messages, target) for one trace, or the reason it is dropped (before de-duplication).
-    ``decomposition_won``: the questions some two-stage trace answered correctly (used by sd-route)."""
+    ``won``: the questions whose router target is a decomposition (:func:`decomposition_won`)."""
     if rec.get("error"):  # the teacher could not run it (e.g. a prompt over its context window)
         return "error"
-    if variant == "sd-route" and route_of(rec) == "single":
-        if rec["id"] in decomposition_won:
+    if variant in ROUTERS and route_of(rec) == "single":
+        if rec["id"] in won:
             return "decomposition_won"
         if not rec["correct"]:
             return "incorrect"
         return P.decompose_messages(rec["question"], rec["context"], rec["family"], rec["max_subquestions"]), \
             P.NO_DECOMPOSITION
-    if variant in ("sd-t", "sd-r", "sd-route"):
-        if variant in ("sd-r", "sd-route") and not rec["correct"]:
+    if variant in ("sd-t", "sd-r", *ROUTERS):
+        if variant != "sd-t" and not rec["correct"]:
             return "incorrect"
+        if variant in ROUTERS and rec["id"] not in won:
+            return "direct_won"
         target = _decomposer_target(rec)
         if target is None:
             return "unparseable"
@@ -118,11 +147,11 @@ def build_dataset(traces_dir: Path, variant: str, out_file: Path, best_only: boo
     if best_only and variant != "sd-r":
         raise ValueError("best_only applies to sd-r only (choosing one of several correct decompositions)")
     records = sorted(load_traces(Path(traces_dir)), key=lambda r: (r["id"], r["sample"]))
-    if variant != "sd-route":  # the other variants are about the two-stage route only
+    if variant not in ROUTERS:  # the other variants are about the two-stage route only
         records = [r for r in records if route_of(r) == "two-stage"]
     elif not any(route_of(r) == "single" for r in records):
-        raise ValueError("sd-route needs traces with both routes: make them with `divcon distill generate --routes`")
-    won = {r["id"] for r in records if route_of(r) == "two-stage" and r["correct"] and not r.get("error")}
+        raise ValueError(f"{variant} needs traces with both routes: make them with `divcon distill generate --routes`")
+    won = decomposition_won(records, variant) if variant in ROUTERS else set()
     dropped: Counter[str] = Counter()
     candidates: list[tuple[dict, list[dict], str]] = []
     seen: set[str] = set()
@@ -160,12 +189,12 @@ def build_dataset(traces_dir: Path, variant: str, out_file: Path, best_only: boo
         "kept_no_decomposition": sum(1 for _, _, t in candidates
                                      if variant.startswith("sd") and t == P.NO_DECOMPOSITION),
         "dropped": {r: dropped[r] for r in DROP_REASONS if dropped[r]},
-        # sd-route: questions whose target is a decomposition / "No decomposition needed." / none (neither route won)
+        # routers: questions whose target is a decomposition / "No decomposition needed." / none (neither route won)
         **({"route_questions": {
             "decompose": len({rec["id"] for rec, _, t in candidates if t != P.NO_DECOMPOSITION}),
             "direct": len({rec["id"] for rec, _, t in candidates if t == P.NO_DECOMPOSITION}),
             "neither": len({r["id"] for r in records}) - len({rec["id"] for rec, _, _ in candidates})}}
-           if variant == "sd-route" else {}),
+           if variant in ROUTERS else {}),
         "out": str(out_file),
     }
     write_json(out_file.with_suffix(".counts.json"), counts)

@@ -15,7 +15,7 @@ from divcon.console import (DECOMPOSE_SHOTS_HELP, DECOMPOSE_STYLE_HELP, SHOTS_HE
 app = typer.Typer(help="Distill the decomposer (or solver): generate teacher traces, build training sets, train "
                        "LoRA students.", no_args_is_help=True, pretty_exceptions_show_locals=False)
 
-VARIANT_HELP = "sd-t | sd-r | se-t | se-a | sd-route (traces made with --routes)"
+VARIANT_HELP = "sd-t | sd-r | se-t | se-a | sd-route | sd-route-cheap (the routers need traces made with --routes)"
 
 
 @app.command()
@@ -31,7 +31,7 @@ def generate(
     out: Optional[Path] = typer.Option(None, help="Traces dir (default runs/traces/<derived name>)."),
     max_subquestions: int = typer.Option(4, min=1, max=16),
     routes: bool = typer.Option(False, "--routes", help="Also solve each question single-stage, K times (what the "
-                                                        "sd-route training set needs)."),
+                                                        "router training sets, sd-route and sd-route-cheap, need)."),
     shots: Optional[int] = typer.Option(None, min=0, help=SHOTS_HELP),
     decompose_shots: Optional[int] = typer.Option(None, min=0, help=DECOMPOSE_SHOTS_HELP),
     solve_style: Optional[str] = typer.Option(None, help=STYLE_HELP),
