@@ -153,11 +153,17 @@ ROUTE_TRACES = [
 ]
 
 
-def test_sd_route_targets_the_route_that_reached_gold(tmp_path: Path):
+@pytest.fixture
+def routes_dir(tmp_path: Path) -> Path:
+    """ROUTE_TRACES as a traces dir."""
     d = tmp_path / "routes"
     d.mkdir()
     (d / "records.jsonl").write_text("".join(json.dumps(t) + "\n" for t in ROUTE_TRACES), encoding="utf-8")
-    counts = build_dataset(d, "sd-route", tmp_path / "sd-route.jsonl")
+    return d
+
+
+def test_sd_route_targets_the_route_that_reached_gold(tmp_path: Path, routes_dir: Path):
+    counts = build_dataset(routes_dir, "sd-route", tmp_path / "sd-route.jsonl")
     got = [(r["id"], r["sample"], r["messages"][-1]["content"]) for r in rows(tmp_path / "sd-route.jsonl")]
     assert got == [("r1", 0, "1. What is a?\n2. What is b?"), ("r2", 2, P.NO_DECOMPOSITION),
                    ("r4", 0, "1. What is x?"), ("r4", 1, "1. What is y?\n2. What is z?")]
@@ -171,11 +177,8 @@ def test_sd_route_targets_the_route_that_reached_gold(tmp_path: Path):
     assert first[:-1] == P.decompose_messages("Question r1?", None, "math", 4)
 
 
-def test_sd_route_cheap_decomposes_only_where_two_stage_beat_single_stage(tmp_path: Path):
-    d = tmp_path / "routes"
-    d.mkdir()
-    (d / "records.jsonl").write_text("".join(json.dumps(t) + "\n" for t in ROUTE_TRACES), encoding="utf-8")
-    counts = build_dataset(d, "sd-route-cheap", tmp_path / "cheap.jsonl")
+def test_sd_route_cheap_decomposes_only_where_two_stage_beat_single_stage(tmp_path: Path, routes_dir: Path):
+    counts = build_dataset(routes_dir, "sd-route-cheap", tmp_path / "cheap.jsonl")
     got = [(r["id"], r["sample"], r["messages"][-1]["content"]) for r in rows(tmp_path / "cheap.jsonl")]
     # r1: single 2/2 beats two-stage 1/2 -> no decomposition (sd-route taught the decomposition here); r4: 2/2 vs 1/2
     assert got == [("r1", 2, P.NO_DECOMPOSITION), ("r2", 2, P.NO_DECOMPOSITION),
@@ -198,11 +201,9 @@ def test_a_tie_between_the_routes_goes_to_the_cheaper_one_only_under_sd_route_ch
     assert decomposition_won(uneven, "sd-route-cheap") == {"t"}
 
 
-def test_sd_route_needs_both_routes_and_other_variants_ignore_single_stage_traces(tmp_path: Path, traces_dir: Path):
+def test_sd_route_needs_both_routes_and_other_variants_ignore_single_stage_traces(tmp_path: Path, traces_dir: Path,
+                                                                                   routes_dir: Path):
     with pytest.raises(ValueError, match="--routes"):
         build_dataset(traces_dir, "sd-route", tmp_path / "x.jsonl")
-    d = tmp_path / "routes"
-    d.mkdir()
-    (d / "records.jsonl").write_text("".join(json.dumps(t) + "\n" for t in ROUTE_TRACES), encoding="utf-8")
-    counts = build_dataset(d, "sd-r", tmp_path / "sd-r.jsonl")
+    counts = build_dataset(routes_dir, "sd-r", tmp_path / "sd-r.jsonl")
     assert counts["traces"] == 8 and counts["kept"] == 3  # r1 sample 0, r4 samples 0 and 1

@@ -69,8 +69,8 @@ class LlamaCppBackend:
 
         self.spec = str(spec)
         spec = expand_student(spec)
-        name = spec.name
-        self.path = Path(name) if name.endswith(".gguf") else resolve_gguf(name)
+        alias = None if spec.name.endswith(".gguf") else spec.name  # an embedded model, else a GGUF file
+        self.path = resolve_gguf(alias) if alias else Path(spec.name)
         if not self.path.exists():
             raise FileNotFoundError(f"GGUF file not found: {self.path}")
         self.n_ctx = int(spec.number("ctx", 4096, int, lambda v: v >= 256,  # llama-cpp-python breaks below 256
@@ -80,7 +80,7 @@ class LlamaCppBackend:
         if self.lora and Path(self.lora).is_dir():  # a PEFT adapter folder: its GGUF, derived once into the cache
             from divcon.distill.export import derived_lora_gguf
 
-            self.lora = str(derived_lora_gguf(Path(self.lora), None if name.endswith(".gguf") else name))
+            self.lora = str(derived_lora_gguf(Path(self.lora), alias))
         elif self.lora and not Path(self.lora).exists():
             raise FileNotFoundError(f"LoRA GGUF not found: {self.lora}")
         have_server = server_binary() is not None
