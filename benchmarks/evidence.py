@@ -81,13 +81,13 @@ STEPS = (
                 "the DROP students' teacher traces are made with them next"),
     # DROP and Bamboogle sets are small (Bamboogle's distill half is 71 questions): two epochs over each set
     # (--max-steps -1), not GSM8K's fixed 300 steps, which would be many epochs over a few hundred examples
-    Step("distill-drop", "issues 12/14: the DROP decomposer students, 2 samples per route (SD-R screening, router)",
+    Step("distill-drop", "issues 12/14: the DROP decomposer students, 2 samples per route (SD-R screening, routers)",
          distill("drop", "--train-n", "120", "--test-n", "0", "--samples", "2", "--max-steps", "-1",
-                 "--variants", "sd-t,sd-r,sd-route"),
+                 "--variants", "sd-t,sd-r,sd-route,sd-route-cheap"),
          replaces=("reports/bench_distill_drop",)),
     Step("distill-bamboogle", "issue 14: the Bamboogle decomposer students",
          distill("bamboogle", "--train-n", "71", "--test-n", "0", "--samples", "2", "--max-steps", "-1",
-                 "--variants", "sd-t,sd-r,sd-route"),
+                 "--variants", "sd-t,sd-r,sd-route,sd-route-cheap"),
          replaces=("reports/bench_distill_bamboogle",)),
     Step("table1", "issue 14: the rest of Table 1 (DROP 300, Bamboogle 54, then GSM8K to 500)",
          TABLE1, report=TABLE1_REPORT),
