@@ -33,7 +33,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from divcon.distill.build import ROUTERS, build_dataset, route_of
+from divcon.distill.build import build_dataset, route_of
 from divcon.distill.generate import SAMPLED_TEMPERATURE, generate_traces
 from divcon.distill.train import TrainConfig, train
 from divcon.experiments.grid import Cell, Grid, file_status, run_round_robin, write_grid_json
@@ -195,8 +195,11 @@ def main() -> None:
             bar.total = total
             bar.update(k)
 
+        # Always both routes: the traces folder is shared by every invocation for this task, whatever its
+        # --variants, so its config cannot depend on them (a later `--variants se-t,se-a` must resume the traces
+        # that `--variants sd-route` made); the routers need the single-stage route.
         traces, _ = generate_traces(args.task, TRAIN_SPLIT[args.task], teacher, samples=args.samples,
-                                    limit=args.train_n, routes=bool(set(ROUTERS) & set(variants)),
+                                    limit=args.train_n, routes=True,
                                     out_dir=out / "traces", on_progress=trace_progress, stop=stop)
     if not stop.out_of_time():  # the traces are complete: a time box reached in there leaves them partial
         for v in variants:
