@@ -98,7 +98,7 @@ def test_unset_prompt_settings_take_the_familys_tuned_values_and_runs_record_the
     two = PipelineConfig(mode="two-stage")
     assert for_family(two, "math").shots == 0 and for_family(two, "math").solve_style == "plan"
     reading = for_family(two, "reading")
-    assert (reading.shots, reading.decompose_shots, reading.solve_style) == (2, 2, "working")
+    assert (reading.shots, reading.decompose_shots, reading.solve_style) == (2, 2, "plan")
     assert for_family(two, "openqa") == for_family(two, "math")  # not tuned yet: math's values
     # a value given on purpose wins (a trained student's bare prompt stays bare on DROP)
     assert for_family(PipelineConfig(decompose_shots=0), "reading").decompose_shots == 0
