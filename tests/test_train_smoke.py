@@ -135,12 +135,13 @@ def test_training_resumes_from_checkpoint(cache, tmp_path, monkeypatch):
     assert not (out / "checkpoints").exists() and (out / "adapter_model.safetensors").exists()
 
 
-def test_training_stops_at_a_time_limit_and_resumes(cache, tmp_path):
+def test_training_stops_at_a_time_limit_and_resumes(cache, tmp_path, monkeypatch):
     """A time box ends training after the step in progress with a checkpoint there and no adapter; the same config
-    run again resumes from that step and finishes."""
+    run again resumes from that step and finishes. The checkpoint, which is committed, holds no machine path."""
     from divcon.backends.registry import ModelNotAvailable
     from divcon.distill import train as T
 
+    monkeypatch.chdir(tmp_path)  # as in a checkout: the student's folder lies under the working dir
     data = tmp_path / "sd.jsonl"
     tiny_set(data, n=8)
     out = tmp_path / "student"
@@ -151,6 +152,8 @@ def test_training_stops_at_a_time_limit_and_resumes(cache, tmp_path):
     except ModelNotAvailable as e:
         pytest.skip(str(e))
     assert [p.name for p in (out / "checkpoints").glob("checkpoint-*")] == ["checkpoint-1"]
+    pickled_args = (out / "checkpoints" / "checkpoint-1" / "training_args.bin").read_bytes()
+    assert str(tmp_path).encode() not in pickled_args and str(tmp_path.resolve()).encode() not in pickled_args
     assert not (out / "adapter_model.safetensors").exists() and not (out / "divcon_train.json").exists()
     first = json.loads((out / "checkpoints" / "checkpoint-1" / T.CHECKPOINT_SECONDS).read_text())
     assert first["step"] == 1 and first["seconds"] > 0

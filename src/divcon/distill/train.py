@@ -140,8 +140,12 @@ def train(cfg: TrainConfig, should_stop: Callable[[], bool] | None = None) -> di
                       target_modules=targets, task_type="CAUSAL_LM")
     ckpt_dir = out / "checkpoints"
     resume, lock = _resumable_checkpoint(ckpt_dir, cfg)
+    # each checkpoint pickles its arguments (training_args.bin) and is meant to be committed: name the folder
+    # relative to the working dir where it lies under it, so no machine path is stored
+    cwd = Path.cwd()
     args = SFTConfig(
-        output_dir=str(ckpt_dir), save_strategy="steps", save_steps=cfg.save_steps, save_total_limit=1,
+        output_dir=str(ckpt_dir.relative_to(cwd) if ckpt_dir.is_relative_to(cwd) else ckpt_dir),
+        save_strategy="steps", save_steps=cfg.save_steps, save_total_limit=1,
         num_train_epochs=cfg.epochs, max_steps=cfg.max_steps,
         learning_rate=cfg.lr, per_device_train_batch_size=cfg.batch_size,
         gradient_accumulation_steps=cfg.grad_accum, max_length=cfg.max_len, completion_only_loss=True,
