@@ -129,8 +129,8 @@ def report(out: Path, settings: list[str], rows: list[str], n: int, reference: P
              f"{f' --out {out.as_posix()}' if out != DEFAULT_OUT else ''}` "
              "(resumable; with `--report-only` it rewrites this file from the run files). `seq`: in-process "
              "llama-cpp-python, one question at a time (the path before questions in flight). `cN`: llama-server "
-             "engine, N slots, N "
-             "questions in flight. Every setting has its own call log: nothing is served from another's cache.", ""]
+             "engine, N slots, N questions in flight. Every setting has its own call log: nothing is served from "
+             "another's cache.", ""]
     for row in rows:
         base_recs = {r["id"]: r for r in read_records(run_dir(out, row, "seq"))}
         stats = {s: row_stats(read_records(run_dir(out, row, s)), base_recs if s != "seq" else None)
@@ -170,8 +170,7 @@ def report(out: Path, settings: list[str], rows: list[str], n: int, reference: P
               "tokens/s are per second of that busy time, all models together; prompt tokens/s counts those the "
               "engine processed (not those it reused; the in-process engine does not report reuse). divcon's share "
               "of wall is 1 - model seconds / question wall seconds, averaged over questions; with questions in "
-              "flight a question's "
-              "wall also holds its wait for a free slot, so it is an upper bound there.", ""]
+              "flight a question's wall also holds its wait for a free slot, so it is an upper bound there.", ""]
     text = "\n".join(lines)
     (out / "report.md").write_text(text)
     write_json(out / "report.json", data)
