@@ -79,6 +79,12 @@ STEPS = (
           "--only", "cot 2-shot,T/T working 2-shot,T/T plan 2-shot"),
          review="set the reading family's tuned defaults (divcon.pipeline.TUNED) from reports/prompts_drop/report.md: "
                 "the DROP students' teacher traces are made with them next"),
+    # issue 12's last target (DROP eval n>=200: T/T F1 >= T single F1) needs no student, so these two rows go first,
+    # ahead of the rest of the DROP students' training (added once distill-drop had started); the later all-task
+    # step raises them to 300 with the other rows
+    Step("table1-drop-teacher", "issue 12: Table 1's DROP rows T single and T/T up to n=200 (issue 12's DROP n)",
+         TABLE1 + ("--only-task", "drop", "--only-label", "T (single)", "--only-label", "T/T", "--up-to", "200"),
+         report=TABLE1_REPORT),
     # DROP and Bamboogle sets are small (Bamboogle's distill half is 71 questions): two epochs over each set
     # (--max-steps -1), not GSM8K's fixed 300 steps, which would be many epochs over a few hundred examples
     Step("distill-drop", "issues 12/14: the DROP decomposer students, 2 samples per route (SD-R screening, routers)",

@@ -166,6 +166,12 @@ def test_cli_experiment_and_report(env: Path) -> None:
     assert res.exit_code == 0 and "pending" in res.output and not (env / "g").exists()
     res = runner.invoke(app, ["experiment", str(cfg), "--out", "g", "--only-task", "drop"])
     assert res.exit_code == 2 and "no cell runs on task 'drop'" in res.output
+    res = runner.invoke(app, ["experiment", str(cfg), "--out", "g", "--only-label", "T/X"])
+    assert res.exit_code == 2 and "no cell is labelled 'T/X'" in res.output
+    res = runner.invoke(app, ["experiment", str(cfg), "--out", "g", "--only-label", "T/S"])
+    assert res.exit_code == 0, res.output
+    statuses = {c["label"]: c["status"] for c in read_grid_json(env / "g")["cells"]}
+    assert statuses["T/S"] == "done" and statuses["T/T"] == "pending"  # only the chosen row ran
     res = runner.invoke(app, ["experiment", str(cfg), "--out", "g"])
     assert res.exit_code == 0, res.output
     statuses = {c["label"]: (c["status"], c["reason"]) for c in read_grid_json(env / "g")["cells"]}

@@ -7,7 +7,7 @@ Registered on the main app by :mod:`divcon.cli`; terminal output comes from :mod
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import typer
 from rich.table import Table
@@ -18,11 +18,12 @@ from divcon.experiments.grid import (Cell, CellStatus, GridError, file_status, g
                                      read_grid_json, run_grid, run_round_robin, short_name, write_grid_json)
 
 
-def _cells_table(cells: list[Cell], statuses: list[CellStatus], out: Path, only_task: str | None) -> Table:
+def _cells_table(cells: list[Cell], statuses: list[CellStatus], out: Path,
+                 chosen: Callable[[Cell], bool]) -> Table:
     t = Table("task", "label", "mode", "decomposer", "solver", "n", "done", "status",
               title=f"grid dir {out} (runs in <task>/<label>/)")
     for c, s in zip(cells, statuses):
-        status = s.status if only_task in (None, c.task) else f"{s.status} (not selected)"
+        status = s.status if chosen(c) else f"{s.status} (not selected)"
         t.add_row(c.task, c.label, c.mode, short_name(c.decomposer), short_name(c.solver), str(s.n), str(s.done),
                   status + (f": {s.reason}" if s.reason else ""))
     return t
@@ -33,6 +34,9 @@ def experiment(
     out: Optional[Path] = typer.Option(None, help="Grid dir (default: the config's 'out', else "
                                                   "runs/experiments/<config name>)."),
     only_task: Optional[str] = typer.Option(None, help="Run only the cells of this task."),
+    only_label: Optional[list[str]] = typer.Option(None, help="Run only the cells with this label; repeat for "
+                                                              "several (a stage of a long grid: the rows an issue "
+                                                              "needs first)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="List the cells, sizes and statuses; run nothing."),
     data_dir: Optional[Path] = typer.Option(None, help="Folder of the data sets (default ../shared/data)."),
     stop_after: Optional[float] = typer.Option(None, min=0.0, help="Minutes; then start no new question, finish "
@@ -60,14 +64,21 @@ def experiment(
     out = out or grid.out or Path("runs/experiments") / config.stem
     if only_task is not None and only_task not in {c.task for c in grid.cells}:
         fail(f"no cell runs on task {only_task!r}; tasks: {', '.join(sorted({c.task for c in grid.cells}))}")
+    labels = sorted({c.label for c in grid.cells})
+    if only_label and (unknown := [lab for lab in only_label if lab not in labels]):
+        fail(f"no cell is labelled {', '.join(map(repr, unknown))}; labels: {', '.join(labels)}")
+
+    def chosen(c: Cell) -> bool:
+        return only_task in (None, c.task) and (not only_label or c.label in only_label)
+
     if up_to is not None and not chunk:
         fail("--up-to stages a round-robin run: give --chunk too")
     statuses = [file_status(c, out) for c in grid.cells]
     if dry_run:
-        console.print(_cells_table(grid.cells, statuses, out, only_task))
+        console.print(_cells_table(grid.cells, statuses, out, chosen))
         return
     selected = [s for c, s in zip(grid.cells, statuses)
-                if s.status not in ("skipped", "failed") and only_task in (None, c.task)]
+                if s.status not in ("skipped", "failed") and chosen(c)]
     running = {"n": 0, "sum": 0.0}
 
     with progress_bar() as bar:
@@ -87,7 +98,7 @@ def experiment(
 
         if chunk:
             cells = [c for c, s in zip(grid.cells, statuses)
-                     if s.status not in ("skipped", "failed") and only_task in (None, c.task)]
+                     if s.status not in ("skipped", "failed") and chosen(c)]
 
             def on_chunk(cell: Cell, summary: dict) -> None:
                 primary = summary["primary"]
@@ -106,18 +117,18 @@ def experiment(
                 statuses = [file_status(c, out) for c in grid.cells]
                 write_grid_json(out, grid, statuses, config)
         else:
-            statuses = run_grid(grid, out, statuses, config_path=config, only_task=only_task,
+            statuses = run_grid(grid, out, statuses, config_path=config, only=chosen,
                                 on_progress=on_progress, on_cell_start=on_cell_start,
                                 stop=StopWhen.after_minutes(stop_after), concurrency=concurrency)
-    console.print(_cells_table(grid.cells, statuses, out, only_task))
+    console.print(_cells_table(grid.cells, statuses, out, chosen))
     unfinished = [s for c, s in zip(grid.cells, statuses)
-                  if s.status in ("partial", "pending") and only_task in (None, c.task)
+                  if s.status in ("partial", "pending") and chosen(c)
                   and (up_to is None or s.done < min(s.n, up_to))]
     if unfinished and stop_after is not None:
         console.print(f"stopped at the time limit with {len(unfinished)} cell(s) unfinished; "
                       "re-run the same command to continue")
     console.print(f"grid dir: {out}  (report: divcon report {out} --out {out / 'report'})")
-    if any(s.status == "failed" for c, s in zip(grid.cells, statuses) if only_task in (None, c.task)):
+    if any(s.status == "failed" for c, s in zip(grid.cells, statuses) if chosen(c)):
         raise typer.Exit(1)
     if unfinished and stop_after is not None:  # 3, as `divcon distill train`: a script can tell "resume" from "done"
         raise typer.Exit(3)

@@ -292,12 +292,12 @@ ProgressFn = Callable[[Cell, int, int, dict | None], None]
 
 
 def run_grid(grid: Grid, out: Path, statuses: list[CellStatus], config_path: Path | None = None,
-             only_task: str | None = None, on_progress: ProgressFn | None = None,
+             only: Callable[[Cell], bool] | None = None, on_progress: ProgressFn | None = None,
              on_cell_start: Callable[[Cell], None] | None = None, stop: StopWhen | None = None,
              concurrency: int | None = None) -> list[CellStatus]:
-    """Run every runnable cell (of ``only_task`` if given), resuming those already started, and keep ``grid.json``
-    (which always lists every cell) current after each. ``statuses`` come from :func:`file_status`; the caller
-    computed them already to size the progress bar.
+    """Run every runnable cell (those ``only`` accepts, if given), resuming those already started, and keep
+    ``grid.json`` (which always lists every cell) current after each. ``statuses`` come from :func:`file_status`;
+    the caller computed them already to size the progress bar.
 
     A cell that fails (model not installed, a run dir holding another config) is recorded as failed and the grid
     goes on; interrupts and a backend outage (:class:`BackendUnavailable`) propagate, and a re-run resumes.
@@ -311,7 +311,7 @@ def run_grid(grid: Grid, out: Path, statuses: list[CellStatus], config_path: Pat
     statuses = list(statuses)
     write_grid_json(out, grid, statuses, config_path)
     for i, cell in enumerate(grid.cells):
-        if statuses[i].status in ("skipped", "failed") or (only_task is not None and cell.task != only_task):
+        if statuses[i].status in ("skipped", "failed") or (only is not None and not only(cell)):
             continue
         if stop and stop.out_of_time():
             break
