@@ -77,12 +77,11 @@ def experiment(
     if dry_run:
         console.print(_cells_table(grid.cells, statuses, out, chosen))
         return
-    selected = [s for c, s in zip(grid.cells, statuses)
-                if s.status not in ("skipped", "failed") and chosen(c)]
+    runnable = [(c, s) for c, s in zip(grid.cells, statuses) if s.status not in ("skipped", "failed") and chosen(c)]
     running = {"n": 0, "sum": 0.0}
 
     with progress_bar() as bar:
-        bar_id = bar.add_task(f"grid {config.stem}", total=sum(s.n for s in selected), status="")
+        bar_id = bar.add_task(f"grid {config.stem}", total=sum(s.n for _, s in runnable), status="")
 
         def on_cell_start(cell: Cell) -> None:
             running.update(n=0, sum=0.0)
@@ -97,8 +96,7 @@ def experiment(
                 bar.update(bar_id, status=f"{cell.task} {cell.label}: {primary} {running['sum'] / running['n']:.3f}")
 
         if chunk:
-            cells = [c for c, s in zip(grid.cells, statuses)
-                     if s.status not in ("skipped", "failed") and chosen(c)]
+            cells = [c for c, _ in runnable]
 
             def on_chunk(cell: Cell, summary: dict) -> None:
                 primary = summary["primary"]
@@ -107,7 +105,7 @@ def experiment(
                                   f"{summary['metrics'][primary]:.3f}")
 
             write_grid_json(out, grid, statuses, config)
-            bar.update(bar_id, completed=sum(s.done for s in selected))
+            bar.update(bar_id, completed=sum(s.done for _, s in runnable))
             try:
                 run_round_robin(cells, out, chunk, StopWhen.after_minutes(stop_after).deadline,
                                 concurrency or grid.concurrency, on_chunk, up_to)
