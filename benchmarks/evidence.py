@@ -61,8 +61,18 @@ def distill(task: str, *args: str) -> tuple[str, ...]:
 # 48 questions for all its rows on 2 cores, GSM8K's 500 would hold DROP and Bamboogle back for sessions. The later,
 # all-task step raises DROP and Bamboogle first (a round-robin raises the cells with fewest records), then every row
 # to the config's sizes. The solver students' rows are in both (trained on a lent GPU; on 2 CPU cores they take hours).
+#
+# The all-task step, Table 6 and the generalization grid are each several sessions of 2-core compute at their full
+# sizes, and run one after another a report would wait sessions for its first number. So each first runs a short stage
+# (Table 1's Bamboogle rows, whole 54 questions; Table 6 and the generalization grid up to 48 questions a cell) and the
+# full steps after them resume the same run files to the config's sizes.
 TABLE1 = (DIVCON, "experiment", "configs/table1.yaml", "--chunk", "48")
 TABLE1_REPORT = (DIVCON, "report", "reports/table1/runs", "--out", "reports/table1")
+TABLE6 = (DIVCON, "experiment", "configs/static_vs_dynamic.yaml", "--chunk", "48")
+TABLE6_REPORT = (DIVCON, "report", "reports/static_vs_dynamic/runs", "--out", "reports/static_vs_dynamic")
+TABLE6_ENV = {"DIVCON_DB": "runs/calls-static-vs-dynamic.sqlite"}  # its own call log: questions/hour is measured
+GENERAL = (DIVCON, "experiment", "configs/generalization.yaml", "--chunk", "48")
+GENERAL_REPORT = (DIVCON, "report", "reports/generalization/runs", "--out", "reports/generalization")
 STEPS = (
     Step("distill-gsm8k", "issue 12: the three GSM8K decomposer students (SD-T, SD-R, SD-route)",
          distill("gsm8k", "--train-n", "600", "--test-n", "0", "--samples", "2", "--variants", "sd-t,sd-r,sd-route")),
@@ -95,16 +105,19 @@ STEPS = (
          distill("bamboogle", "--train-n", "71", "--test-n", "0", "--samples", "2", "--max-steps", "-1",
                  "--variants", "sd-t,sd-r,sd-route,sd-route-cheap"),
          replaces=("reports/bench_distill_bamboogle",)),
-    Step("table1", "issue 14: the rest of Table 1 (DROP 300, Bamboogle 54, then GSM8K to 500)",
+    Step("table1-bamboogle", "issue 14: Table 1's Bamboogle rows, all 54 eval questions",
+         TABLE1 + ("--only-task", "bamboogle"), report=TABLE1_REPORT),
+    Step("static-vs-dynamic-48", "issue 14: Table 6's first stage, 48 questions a cell",
+         TABLE6 + ("--up-to", "48"), report=TABLE6_REPORT, env=TABLE6_ENV),
+    Step("generalization-48", "issue 14: the generalization grid's first stage, 48 questions a cell",
+         GENERAL + ("--up-to", "48"), report=GENERAL_REPORT),
+    Step("table1", "issue 14: the rest of Table 1 (DROP to 300, then GSM8K to 500)",
          TABLE1, report=TABLE1_REPORT),
     Step("static-vs-dynamic", "issue 14: Table 6, static two-stage vs self-ask, on a call log of its own so that "
                               "questions/hour is measured",
-         (DIVCON, "experiment", "configs/static_vs_dynamic.yaml", "--chunk", "48"),
-         report=(DIVCON, "report", "reports/static_vs_dynamic/runs", "--out", "reports/static_vs_dynamic"),
-         env={"DIVCON_DB": "runs/calls-static-vs-dynamic.sqlite"}),
+         TABLE6, report=TABLE6_REPORT, env=TABLE6_ENV),
     Step("generalization", "issue 14: distilled decomposers (and a distilled solver) on other tasks and solvers",
-         (DIVCON, "experiment", "configs/generalization.yaml", "--chunk", "48"),
-         report=(DIVCON, "report", "reports/generalization/runs", "--out", "reports/generalization")),
+         GENERAL, report=GENERAL_REPORT),
 )
 CLAIMS = (DIVCON, "claims", "configs/claims.yaml", "--out", "reports/README.md")
 
