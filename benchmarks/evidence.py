@@ -8,9 +8,11 @@ Each step is a command of this repository that resumes from its own files, exits
 when a time box stopped it (``divcon experiment``, ``benchmarks/bench_distill.py``, ``benchmarks/bench_prompts.py``).
 The driver gives each step the minutes left, stops at the first that exits 3 (and exits 3 itself), and stops on any
 other status with that status. A step with a ``review`` (a choice a person makes from its report, such as the tuned
-prompts that the next step's traces use) also stops the driver, once, when it first completes. A complete step costs
-only reading its files, so every run starts from the first. After the steps, whatever happened, the claims page is
-rewritten from the run files (``divcon claims``).
+prompts that the next step's traces use) also stops the driver, once, when it first completes. Every run starts
+from the first step; one that finished is skipped outright (its report and its minutes left alone) while its
+arguments and the scripts and configs they name are those it finished with, and resumes its files once they change
+(a larger size in a config). After the steps, whatever happened, the claims page is rewritten from the run files
+(``divcon claims``).
 
 The first time a step starts, it deletes the outputs it remakes (``replaces``: runs of earlier prompts or students
 that must not be mixed with the new ones); the state file ``reports/evidence.json`` (commit it with the reports)
@@ -20,6 +22,7 @@ records which steps have started and finished and the minutes each has run, so a
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import shlex
@@ -141,6 +144,18 @@ def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
+def fingerprint(step: Step) -> str:
+    """What a finished step's outputs depend on that a person edits: its arguments, environment and the contents of
+    the scripts and configs they name. The interpreter's path is left out: the state file is committed."""
+    h = hashlib.sha256()
+    for arg in step.argv[1:] + ("|",) + step.report[1:] + tuple(f"{k}={v}" for k, v in sorted(step.env.items())):
+        h.update(arg.encode() + b"\0")
+        path = Path(arg)
+        if path.suffix in (".py", ".yaml") and path.is_file():
+            h.update(path.read_bytes())
+    return h.hexdigest()[:16]
+
+
 def run_steps(steps: tuple[Step, ...], minutes: float | None, state_path: Path = STATE,
               run: Callable[[list[str], dict[str, str]], int] = call,
               clock: Callable[[], float] = time.monotonic) -> int:
@@ -155,6 +170,9 @@ def run_steps(steps: tuple[Step, ...], minutes: float | None, state_path: Path =
             rc = RESUME
             break
         entry = state.setdefault(step.name, {})
+        if "finished" in entry and entry.get("fingerprint") == fingerprint(step):
+            print(f"step {step.name} is complete (finished {entry['finished']}): skipped", flush=True)
+            continue
         if "started" not in entry:
             for p in step.replaces:  # stale outputs of earlier prompts or students: remade, never mixed
                 shutil.rmtree(p, ignore_errors=True)
@@ -169,6 +187,7 @@ def run_steps(steps: tuple[Step, ...], minutes: float | None, state_path: Path =
         first_finish = rc == 0 and "finished" not in entry
         if rc == 0:
             entry.setdefault("finished", now())
+            entry["fingerprint"] = fingerprint(step)
         save_state(state_path, state)
         if first_finish and step.review:
             print(f"step {step.name} is complete; before the next step, {step.review}; then re-run this command",

@@ -62,10 +62,26 @@ def test_steps_run_in_order_and_stop_at_the_time_box(ev, tmp_path: Path, monkeyp
     (stale / "runs").mkdir(parents=True)  # b's own new outputs, on resume: kept
     fake.calls.clear()
     assert ev.run_steps(steps, None, state, fake.run, fake.clock) == 3  # no time box: no --stop-after
-    assert [argv for argv, _ in fake.calls][:3] == [["a"], ["b"], ["rep"]]
+    assert [argv for argv, _ in fake.calls][:2] == [["b"], ["rep"]]  # a finished: skipped, its minutes kept
     assert stale.exists()
     s = json.loads(state.read_text())
+    assert s["a"]["minutes"] == 10.0
     assert "finished" in s["b"] and s["b"]["minutes"] == 40.0 and "started" in s["c"]
+
+
+def test_a_finished_step_runs_again_once_its_config_changes(ev, tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "cfg.yaml").write_text("n: 10\n")
+    steps = (ev.Step("a", "first", ("a", "cfg.yaml"), report=("rep",)),)
+    fake = Fake({"a": [0, 0], "rep": [0, 0], ev.CLAIMS[0]: [0, 0, 0]})
+    state = tmp_path / "s.json"
+    assert ev.run_steps(steps, None, state, fake.run, fake.clock) == 0
+    assert ev.run_steps(steps, None, state, fake.run, fake.clock) == 0  # unchanged: nothing but the claims
+    assert [argv[0] for argv, _ in fake.calls] == ["a", "rep", ev.CLAIMS[0], ev.CLAIMS[0]]
+    (tmp_path / "cfg.yaml").write_text("n: 20\n")  # a larger size: the step resumes its files to it
+    assert ev.run_steps(steps, None, state, fake.run, fake.clock) == 0
+    assert [argv[0] for argv, _ in fake.calls][4:] == ["a", "rep", ev.CLAIMS[0]]
 
 
 def test_a_failing_step_stops_the_run_with_its_status(ev, tmp_path: Path) -> None:
@@ -77,11 +93,11 @@ def test_a_failing_step_stops_the_run_with_its_status(ev, tmp_path: Path) -> Non
 
 def test_a_step_with_a_review_stops_the_driver_once(ev, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     steps = (ev.Step("a", "first", ("a",), review="choose the prompts"), ev.Step("b", "second", ("b",)))
-    fake = Fake({"a": [0, 0], "b": [0], ev.CLAIMS[0]: [0, 0]})
+    fake = Fake({"a": [0], "b": [0], ev.CLAIMS[0]: [0, 0]})
     assert ev.run_steps(steps, None, tmp_path / "s.json", fake.run, fake.clock) == 3
     assert "choose the prompts" in capsys.readouterr().out
     assert ev.run_steps(steps, None, tmp_path / "s.json", fake.run, fake.clock) == 0  # reviewed: b runs
-    assert [argv[0] for argv, _ in fake.calls] == ["a", ev.CLAIMS[0], "a", "b", ev.CLAIMS[0]]
+    assert [argv[0] for argv, _ in fake.calls] == ["a", ev.CLAIMS[0], "b", ev.CLAIMS[0]]
 
 
 def test_too_little_time_starts_nothing(ev, tmp_path: Path) -> None:
