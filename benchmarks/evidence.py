@@ -144,15 +144,19 @@ def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
+def named_files(step: Step) -> set[str]:
+    """The scripts and configs a step's command and report name, as repository-relative paths."""
+    return {arg for arg in step.argv[1:] + step.report[1:] if arg.endswith((".py", ".yaml"))}
+
+
 def fingerprint(step: Step) -> str:
     """What a finished step's outputs depend on that a person edits: its arguments, environment and the contents of
     the scripts and configs they name. The interpreter's path is left out: the state file is committed."""
-    h = hashlib.sha256()
+    h, files = hashlib.sha256(), named_files(step)
     for arg in step.argv[1:] + ("|",) + step.report[1:] + tuple(f"{k}={v}" for k, v in sorted(step.env.items())):
         h.update(arg.encode() + b"\0")
-        path = Path(arg)
-        if path.suffix in (".py", ".yaml") and path.is_file():
-            h.update(path.read_bytes())
+        if arg in files and Path(arg).is_file():
+            h.update(Path(arg).read_bytes())
     return h.hexdigest()[:16]
 
 
