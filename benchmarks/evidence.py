@@ -11,8 +11,8 @@ other status with that status. A step with a ``review`` (a choice a person makes
 prompts that the next step's traces use) also stops the driver, once, when it first completes. Every run starts
 from the first step; one that finished is skipped outright (its report and its minutes left alone) while its
 arguments and the scripts and configs they name are those it finished with, and resumes its files once they change
-(a larger size in a config). After the steps, whatever happened, the claims page is rewritten from the run files
-(``divcon claims``).
+(a larger size in a config). After the steps, whatever happened, the claims page and the reruns report are
+rewritten from the run files (``divcon claims``, ``benchmarks/rerun_agreement.py``).
 
 The first time a step starts, it deletes the outputs it remakes (``replaces``: runs of earlier prompts or students
 that must not be mixed with the new ones); the state file ``reports/evidence.json`` (commit it with the reports)
@@ -112,6 +112,12 @@ STEPS = (
          TABLE1 + ("--only-task", "bamboogle"), report=TABLE1_REPORT),
     Step("static-vs-dynamic-48", "issue 14: Table 6's first stage, 48 questions a cell",
          TABLE6 + ("--up-to", "48"), report=TABLE6_REPORT, env=TABLE6_ENV),
+    # added once generalization-48 had run GSM8K and most of DROP (at ~1.5-3 questions a minute, its Q-solver cells on
+    # four more sets are another session): the rows of the paper's two generalization claims, solver T, go first
+    Step("generalization-48-solver-t", "issue 14: the generalization grid's first stage, 48 questions a cell, the "
+                                       "solver-T cells (a distilled decomposer, and the distilled solver, off-task)",
+         GENERAL + ("--up-to", "48", "--only-label", "T/T", "--only-label", "SD(gsm8k)/T",
+                    "--only-label", "SD(drop)/T", "--only-label", "T/SE-A(gsm8k)"), report=GENERAL_REPORT),
     Step("generalization-48", "issue 14: the generalization grid's first stage, 48 questions a cell",
          GENERAL + ("--up-to", "48"), report=GENERAL_REPORT),
     Step("table1", "issue 14: the rest of Table 1 (DROP to 300, then GSM8K to 500)",
@@ -123,6 +129,8 @@ STEPS = (
          GENERAL, report=GENERAL_REPORT),
 )
 CLAIMS = (DIVCON, "claims", "configs/claims.yaml", "--out", "reports/README.md")
+RERUNS = (PY, "benchmarks/rerun_agreement.py")  # how far cells run twice (in two grids) agree: the noise floor
+PAGES = (CLAIMS, RERUNS)  # rewritten from the run files after the steps, whatever happened (no model runs)
 
 
 def call(argv: list[str], env: dict[str, str]) -> int:
@@ -164,7 +172,8 @@ def run_steps(steps: tuple[Step, ...], minutes: float | None, state_path: Path =
               run: Callable[[list[str], dict[str, str]], int] = call,
               clock: Callable[[], float] = time.monotonic) -> int:
     """Run ``steps`` in order within ``minutes`` (None: no time box); 0 when all are complete, 3 when the time box
-    ended one, or the status of the first that failed. The claims page is rewritten in every case."""
+    ended one, or the status of the first that failed. The pages (the claims, the reruns) are rewritten in every
+    case."""
     start = clock()
     rc = 0
     state = load_state(state_path)  # only this driver writes it
@@ -202,8 +211,8 @@ def run_steps(steps: tuple[Step, ...], minutes: float | None, state_path: Path =
             print(f"step {step.name} " + ("stopped at the time limit: re-run this command to continue" if rc == RESUME
                                           else f"failed with status {rc}"), flush=True)
             break
-    rc_claims = run(list(CLAIMS), {})
-    return rc if rc != 0 else rc_claims
+    rc_pages = [run(list(page), {}) for page in PAGES]
+    return rc if rc != 0 else next((r for r in rc_pages if r != 0), 0)
 
 
 def main() -> None:

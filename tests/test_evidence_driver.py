@@ -23,6 +23,16 @@ def ev():
     del sys.modules["evidence"]
 
 
+def page_names(ev) -> list[str]:
+    """The commands the driver runs after its steps, by argv[0], as Fake keys them."""
+    return [page[0] for page in ev.PAGES]
+
+
+def ok_pages(ev, times: int) -> dict[str, list[int]]:
+    """Exit statuses for ``times`` rounds of the pages, each succeeding."""
+    return {name: [0] * times for name in page_names(ev)}
+
+
 class Fake:
     """Exit statuses per command name (argv[0]), in order; records every call; each call takes 10 minutes."""
 
@@ -45,11 +55,11 @@ def test_steps_run_in_order_and_stop_at_the_time_box(ev, tmp_path: Path, monkeyp
     steps = (ev.Step("a", "first", ("a",)),
              ev.Step("b", "second", ("b",), report=("rep",), env={"DIVCON_DB": "x.sqlite"}, replaces=("old",)),
              ev.Step("c", "third", ("c",)))
-    fake = Fake({"a": [0, 0], "b": [3, 0], "rep": [0, 0], "c": [3], ev.CLAIMS[0]: [0, 0]})
+    fake = Fake({"a": [0, 0], "b": [3, 0], "rep": [0, 0], "c": [3], **ok_pages(ev, 2)})
     state = tmp_path / "evidence.json"
     assert ev.run_steps(steps, 60, state, fake.run, fake.clock) == 3
     names = [argv[0] for argv, _ in fake.calls]
-    assert names == ["a", "b", "rep", ev.CLAIMS[0]]  # b stopped at its time box: c not started, claims rewritten
+    assert names == ["a", "b", "rep", *page_names(ev)]  # b stopped at its time box: c not started, pages rewritten
     assert fake.calls[0][0] == ["a", "--stop-after", "60.0"]
     assert fake.calls[1] == (["b", "--stop-after", "50.0"], {"DIVCON_DB": "x.sqlite"})  # the minutes left
     assert fake.calls[2][0] == ["rep"]  # a report takes no time box
@@ -74,36 +84,36 @@ def test_a_finished_step_runs_again_once_its_config_changes(ev, tmp_path: Path,
     monkeypatch.chdir(tmp_path)
     (tmp_path / "cfg.yaml").write_text("n: 10\n")
     steps = (ev.Step("a", "first", ("a", "cfg.yaml"), report=("rep",)),)
-    fake = Fake({"a": [0, 0], "rep": [0, 0], ev.CLAIMS[0]: [0, 0, 0]})
+    fake = Fake({"a": [0, 0], "rep": [0, 0], **ok_pages(ev, 3)})
     state = tmp_path / "s.json"
     assert ev.run_steps(steps, None, state, fake.run, fake.clock) == 0
     assert ev.run_steps(steps, None, state, fake.run, fake.clock) == 0  # unchanged: nothing but the claims
-    assert [argv[0] for argv, _ in fake.calls] == ["a", "rep", ev.CLAIMS[0], ev.CLAIMS[0]]
+    assert [argv[0] for argv, _ in fake.calls] == ["a", "rep", *page_names(ev), *page_names(ev)]
     (tmp_path / "cfg.yaml").write_text("n: 20\n")  # a larger size: the step resumes its files to it
     assert ev.run_steps(steps, None, state, fake.run, fake.clock) == 0
-    assert [argv[0] for argv, _ in fake.calls][4:] == ["a", "rep", ev.CLAIMS[0]]
+    assert [argv[0] for argv, _ in fake.calls][6:] == ["a", "rep", *page_names(ev)]
 
 
 def test_a_failing_step_stops_the_run_with_its_status(ev, tmp_path: Path) -> None:
     steps = (ev.Step("a", "first", ("a",), report=("rep",)), ev.Step("b", "second", ("b",)))
-    fake = Fake({"a": [1], "b": [0], ev.CLAIMS[0]: [0]})
+    fake = Fake({"a": [1], "b": [0], **ok_pages(ev, 1)})
     assert ev.run_steps(steps, 60, tmp_path / "s.json", fake.run, fake.clock) == 1
-    assert [argv[0] for argv, _ in fake.calls] == ["a", ev.CLAIMS[0]]  # no report of a failed step, b not run
+    assert [argv[0] for argv, _ in fake.calls] == ["a", *page_names(ev)]  # no report of a failed step, b not run
 
 
 def test_a_step_with_a_review_stops_the_driver_once(ev, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     steps = (ev.Step("a", "first", ("a",), review="choose the prompts"), ev.Step("b", "second", ("b",)))
-    fake = Fake({"a": [0], "b": [0], ev.CLAIMS[0]: [0, 0]})
+    fake = Fake({"a": [0], "b": [0], **ok_pages(ev, 2)})
     assert ev.run_steps(steps, None, tmp_path / "s.json", fake.run, fake.clock) == 3
     assert "choose the prompts" in capsys.readouterr().out
     assert ev.run_steps(steps, None, tmp_path / "s.json", fake.run, fake.clock) == 0  # reviewed: b runs
-    assert [argv[0] for argv, _ in fake.calls] == ["a", ev.CLAIMS[0], "b", ev.CLAIMS[0]]
+    assert [argv[0] for argv, _ in fake.calls] == ["a", *page_names(ev), "b", *page_names(ev)]
 
 
 def test_too_little_time_starts_nothing(ev, tmp_path: Path) -> None:
-    fake = Fake({ev.CLAIMS[0]: [0]})
+    fake = Fake(ok_pages(ev, 1))
     assert ev.run_steps((ev.Step("a", "first", ("a",)),), 1.0, tmp_path / "s.json", fake.run, fake.clock) == 3
-    assert [argv[0] for argv, _ in fake.calls] == [ev.CLAIMS[0]]
+    assert [argv[0] for argv, _ in fake.calls] == page_names(ev)
     assert not (tmp_path / "s.json").exists()
 
 
