@@ -47,6 +47,11 @@ def find_runs(root: Path) -> list[Path]:
                   and "solver" in json.loads(p.read_text(encoding="utf-8")))
 
 
+def _rel(path: Path) -> str:
+    """A run dir as committed files name it: relative to the working directory (the repository root)."""
+    return Path(os.path.relpath(path)).as_posix()
+
+
 def compare(a: Run, b: Run) -> dict:
     """Agreement of two runs of the same settings on the questions both answered (one record per question: the
     first sample, as the reports score it)."""
@@ -60,7 +65,7 @@ def compare(a: Run, b: Run) -> dict:
         return sum((ra[i].get("outputs") or {}).get(field) == (rb[i].get("outputs") or {}).get(field) for i in ids)
 
     return {"task": a.config["task"], "split": a.config.get("split"), "mode": a.config.get("mode"),
-            "label": a.label, "a": a.run_dir.as_posix(), "b": b.run_dir.as_posix(), "n": len(ids),
+            "label": a.label, "a": _rel(a.run_dir), "b": _rel(b.run_dir), "n": len(ids),
             "metric": primary,
             "same_decomposition": same("decompose") if a.config.get("mode") != "cot" else None,
             "same_final_output": sum(ra[i].get("final_output") == rb[i].get("final_output") for i in ids),
@@ -84,11 +89,6 @@ def rerun_pairs(root: Path) -> list[dict]:
     return sorted(pairs, key=lambda p: (p["task"], p["label"], p["a"], p["b"]))
 
 
-def _rel(path: str) -> str:
-    """A run dir as committed files name it: relative to the working directory (the repository root)."""
-    return Path(os.path.relpath(path)).as_posix()
-
-
 def render(pairs: list[dict]) -> str:
     lines = ["# Reruns: the same cell, run twice, against itself", "",
              "Made by `python benchmarks/rerun_agreement.py` from the committed run files (no model runs). Two run "
@@ -106,7 +106,7 @@ def render(pairs: list[dict]) -> str:
     for p in pairs:
         n, same_dec = p["n"], p["same_decomposition"]
         dec = "-" if same_dec is None else f"{same_dec} ({same_dec / n:.0%})"
-        lines.append(f"| {p['task']} {p['split']} | {p['label']} | `{_rel(p['a'])}` | `{_rel(p['b'])}` | "
+        lines.append(f"| {p['task']} {p['split']} | {p['label']} | `{p['a']}` | `{p['b']}` | "
                      f"{n} | {dec} | {p['same_final_output']} ({p['same_final_output'] / n:.0%}) | "
                      f"{p['score_changed']} ({p['score_changed'] / n:.0%}) | {p['metric']} | {p['a_mean']:.3f} | "
                      f"{p['b_mean']:.3f} | {p['diff']:+.3f} [{p['ci95'][0]:+.3f}, {p['ci95'][1]:+.3f}] |")
@@ -127,8 +127,7 @@ def main() -> None:
     args = ap.parse_args()
     pairs = rerun_pairs(args.root)
     args.out.mkdir(parents=True, exist_ok=True)
-    rel = [p | {"a": _rel(p["a"]), "b": _rel(p["b"])} for p in pairs]
-    write_json(args.out / "report.json", {"command": "python benchmarks/rerun_agreement.py", "pairs": rel})
+    write_json(args.out / "report.json", {"command": "python benchmarks/rerun_agreement.py", "pairs": pairs})
     (args.out / "report.md").write_text(render(pairs), encoding="utf-8")
     print(f"{len(pairs)} rerun pairs -> {args.out / 'report.md'}")
 

@@ -3,24 +3,20 @@ deletion of the outputs a step remakes, with a fake command runner (nothing is r
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
+
+from tests.benchmark_module import loaded_benchmark
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
 def ev():
-    spec = importlib.util.spec_from_file_location("evidence", ROOT / "benchmarks" / "evidence.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["evidence"] = mod  # dataclasses resolve their string annotations through sys.modules
-    spec.loader.exec_module(mod)
-    yield mod
-    del sys.modules["evidence"]
+    with loaded_benchmark("evidence") as mod:
+        yield mod
 
 
 def page_names(ev) -> list[str]:

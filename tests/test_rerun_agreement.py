@@ -3,24 +3,17 @@ agreement is counted on the questions both answered."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-
+from tests.benchmark_module import loaded_benchmark
 
 @pytest.fixture(scope="module")
 def ra():
-    spec = importlib.util.spec_from_file_location("rerun_agreement", ROOT / "benchmarks" / "rerun_agreement.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["rerun_agreement"] = mod
-    spec.loader.exec_module(mod)
-    yield mod
-    del sys.modules["rerun_agreement"]
+    with loaded_benchmark("rerun_agreement") as mod:
+        yield mod
 
 
 def write_run(d: Path, outputs: dict[str, tuple[str, str, float]], limit: int, solve_tokens: int = 512,
