@@ -27,6 +27,7 @@ import json
 import os
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -202,11 +203,14 @@ def run_steps(steps: tuple[Step, ...], minutes: float | None, state_path: Path =
             entry.update(started=now(), minutes=0.0)
             save_state(state_path, state)
         t0 = clock()
-        rc = run(list(step.argv) + ([] if left is None else ["--stop-after", f"{left:.1f}"]), step.env)
-        if step.report and rc in (0, RESUME):
-            rc_report = run(list(step.report), step.env)
-            rc = rc if rc_report == 0 else rc_report
-        entry["minutes"] = round(entry.get("minutes", 0.0) + (clock() - t0) / 60, 1)
+        try:
+            rc = run(list(step.argv) + ([] if left is None else ["--stop-after", f"{left:.1f}"]), step.env)
+            if step.report and rc in (0, RESUME):
+                rc_report = run(list(step.report), step.env)
+                rc = rc if rc_report == 0 else rc_report
+        finally:  # a step stopped by a signal (Ctrl-C, a kill at a session's end) still has its minutes counted
+            entry["minutes"] = round(entry.get("minutes", 0.0) + (clock() - t0) / 60, 1)
+            save_state(state_path, state)
         first_finish = rc == 0 and "finished" not in entry
         if rc == 0:
             entry.setdefault("finished", now())
@@ -239,6 +243,7 @@ def main() -> None:
             print(f"{s.name}: {where}\n  {s.why}\n  $ " + shlex.join(s.argv)
                   + (f"\n  then, before the next step: {s.review}" if s.review else ""))
         return
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))  # unwinds run_steps' finally
     sys.exit(run_steps(STEPS, args.stop_after))
 
 

@@ -120,3 +120,18 @@ def test_the_real_steps_name_files_that_exist(ev) -> None:
             assert (ROOT / arg).exists(), (step.name, arg)
     replaced = [p for s in ev.STEPS for p in s.replaces]
     assert len(replaced) == len(set(replaced))
+
+
+def test_a_step_stopped_by_a_signal_keeps_its_minutes(ev, tmp_path: Path) -> None:
+    """A kill at a session's end (SIGTERM, which main turns into SystemExit) must not lose the step's minutes."""
+    class Killed(Fake):
+        def run(self, argv: list[str], env: dict[str, str]) -> int:
+            self.t += 1500  # 25 minutes into the step
+            raise SystemExit(143)
+
+    fake = Killed({})
+    state = tmp_path / "s.json"
+    with pytest.raises(SystemExit):
+        ev.run_steps((ev.Step("a", "first", ("a",)),), None, state, fake.run, fake.clock)
+    entry = json.loads(state.read_text())["a"]
+    assert entry["minutes"] == 25.0 and "finished" not in entry
