@@ -208,14 +208,13 @@ def run_steps(steps: tuple[Step, ...], minutes: float | None, state_path: Path =
             if step.report and rc in (0, RESUME):
                 rc_report = run(list(step.report), step.env)
                 rc = rc if rc_report == 0 else rc_report
+            first_finish = rc == 0 and "finished" not in entry
+            if rc == 0:
+                entry.setdefault("finished", now())
+                entry["fingerprint"] = fingerprint(step)
         finally:  # a step stopped by a signal (Ctrl-C, a kill at a session's end) still has its minutes counted
             entry["minutes"] = round(entry.get("minutes", 0.0) + (clock() - t0) / 60, 1)
             save_state(state_path, state)
-        first_finish = rc == 0 and "finished" not in entry
-        if rc == 0:
-            entry.setdefault("finished", now())
-            entry["fingerprint"] = fingerprint(step)
-        save_state(state_path, state)
         if first_finish and step.review:
             print(f"step {step.name} is complete; before the next step, {step.review}; then re-run this command",
                   flush=True)

@@ -10,6 +10,7 @@ import pytest
 
 from tests.benchmark_module import loaded_benchmark
 
+
 @pytest.fixture(scope="module")
 def ra():
     with loaded_benchmark("rerun_agreement") as mod:
