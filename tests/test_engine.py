@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from divcon.backends import engine
-from divcon.backends.engine import LlamaServer, get_server, server_binary, stop_all
+from divcon.backends.engine import CACHE_RAM_MIB, LlamaServer, get_server, server_binary, stop_all
 from tests.conftest import needs_smollm2
 
 pytestmark = [
@@ -83,6 +83,8 @@ def test_start_answer_stop(model, engine_cache):
         assert health(server) == 200
         assert server.base_url == f"http://127.0.0.1:{port}/v1"
         assert server.slot_ctx == 512  # -c 1024 -np 2: each slot gets its own 512 tokens
+        args = server.proc.args  # the host prompt cache is capped (llama.cpp's 8 GiB default once OOM-killed a run)
+        assert args[args.index("--cache-ram") + 1] == str(CACHE_RAM_MIB)
         client = OpenAI(base_url=server.base_url, api_key="none", max_retries=0, timeout=30)
         messages = [{"role": "user", "content": "Name three colours."}]
         first = client.chat.completions.create(model="m", messages=messages, max_tokens=8, temperature=0)

@@ -49,6 +49,7 @@ _local = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopbac
 
 READY_TIMEOUT = 120.0  # seconds for a server to load its model and answer /health
 STOP_GRACE = 2.0  # seconds between SIGTERM and SIGKILL: an idle server exits in ~30 ms, a busy one never in time
+CACHE_RAM_MIB = 256  # per-server cap on llama.cpp's host prompt cache (its default, 8192, can exhaust the machine)
 
 
 def server_binary() -> Path | None:
@@ -145,6 +146,11 @@ class LlamaServer:
     The KV cache is not unified: each slot owns ``ctx`` tokens (llama.cpp rounds up to a multiple of 256; the real
     figure is ``slot_ctx`` once started), so a long prompt never takes room from another slot, and a prompt longer
     than ``ctx`` is refused by the server rather than truncated.
+
+    The host-memory prompt cache is capped at ``CACHE_RAM_MIB`` per server: llama.cpp's default (8 GiB each) let a
+    teacher server grow to 8 GB over a long run, and with eight servers of a Table 1 grid on a 23 GB machine the
+    kernel's OOM killer ended the run. Slot-local prefix reuse, which is what repeated few-shot prompts need, does
+    not depend on this cache.
     """
 
     def __init__(self, model: str | Path, lora: str | Path | None = None, ctx: int = 4096, slots: int = 1,
@@ -178,7 +184,8 @@ class LlamaServer:
                "--fit", "off",  # everything is set explicitly; fitting only re-loads the model to size GPU memory
                "--jinja",  # the chat template of the GGUF, rendered like llama-cpp-python and transformers do
                "--no-webui", "--metrics",  # no browser UI; Prometheus counters (cached prompt tokens) on /metrics
-               "--log-colors", "off"]
+               "--log-colors", "off",
+               "--cache-ram", str(CACHE_RAM_MIB)]
         if self.lora:
             cmd += ["--lora", str(self.lora)]
         return cmd
