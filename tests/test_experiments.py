@@ -113,6 +113,16 @@ cells:
     "tasks: [gsm8k]\ncells: [{label: x, solver: T, typo: 1}]",
     "tasks: [gsm8k]\ncells: [{label: a/b, solver: T}, {label: a b, solver: S}]",
     "tasks: [gsm8k]\ncells: []",
+    # decompositions: another two-stage cell of the same task, with the same decomposer, that makes its own
+    "tasks: [gsm8k]\ncells: [{label: T/S, decomposer: T, solver: S, decompositions: T/T}]",
+    "tasks: [gsm8k]\ncells: [{label: T/T, solver: T}, {label: T/S, decomposer: T, solver: S, decompositions: T/S}]",
+    "tasks: [gsm8k]\ncells: [{label: T/T, solver: T}, {label: S/S, decomposer: S, solver: S, decompositions: T/T}]",
+    "tasks: [gsm8k]\ncells: [{label: T, mode: cot, solver: T}, {label: T/S, decomposer: T, solver: S, "
+    "decompositions: T}]",
+    "tasks: [gsm8k]\ncells: [{label: T/T, solver: T}, {label: T/S, mode: dynamic, decomposer: T, solver: S, "
+    "decompositions: T/T}]",
+    "tasks: [gsm8k, svamp]\ncells: [{label: T/T, solver: T, tasks: [gsm8k]}, {label: T/S, decomposer: T, solver: S, "
+    "decompositions: T/T}]",
 ])
 def test_grid_rejects_malformed(bad: str) -> None:
     with pytest.raises(GridError):
@@ -141,6 +151,53 @@ def test_shared_decomposer_stage_computed_once(env: Path) -> None:
     CALLS.clear()
     run_grid(grid, out, [file_status(c, out) for c in grid.cells])
     assert CALLS == []
+
+
+BORROW_YAML = GRID_YAML.replace("solver: S}", "solver: S, decompositions: T/T}")
+
+
+def records_of(run_dir: Path) -> dict[str, dict]:
+    return {r["id"]: r for r in map(json.loads, (run_dir / "records.jsonl").read_text().splitlines())}
+
+
+def test_a_cell_borrows_its_decompositions_from_another_cells_run_files(env: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """T/S takes T/T's subquestions from T/T's records, also on a machine whose call log never saw them (a later
+    session), and still accounts for the decomposer's tokens, as a cache hit; a question T/T has not answered yet is
+    decomposed afresh."""
+    grid = parse_grid(yaml.safe_load(BORROW_YAML))
+    out = env / "grid"
+    statuses = [file_status(c, out) for c in grid.cells]
+    run_grid(grid, out, statuses, only=lambda c: c.label == "T/T", stop=StopWhen(max_new=2), concurrency=1)
+    monkeypatch.setenv("DIVCON_DB", str(env / "another-machine.sqlite"))  # an empty call log
+    CALLS.clear()
+    run_grid(grid, out, statuses, only=lambda c: c.label == "T/S")
+    assert CALLS.count((BIG, "decompose")) == 1  # only the question T/T had not reached
+    assert CALLS.count((SMALL, "solve")) == 3
+    source, borrower = records_of(out / "gsm8k" / "T-T"), records_of(out / "gsm8k" / "T-S")
+    assert len(source) == 2 and len(borrower) == 3
+    for qid, r in source.items():
+        assert borrower[qid]["outputs"]["decompose"] == r["outputs"]["decompose"]
+        assert borrower[qid]["subquestions"] == r["subquestions"]
+        mine = next(u for u in borrower[qid]["usage"] if u["stage"] == "decompose")
+        theirs = next(u for u in r["usage"] if u["stage"] == "decompose")
+        assert (mine["tokens_in"], mine["tokens_out"], mine["model"], mine["cached"]) == (
+            theirs["tokens_in"], theirs["tokens_out"], BIG, True)
+    (fresh,) = set(borrower) - set(source)
+    assert not next(u for u in borrower[fresh]["usage"] if u["stage"] == "decompose")["cached"]
+
+
+def test_borrowing_decompositions_made_with_other_settings_is_refused(env: Path) -> None:
+    """A source whose decomposer request differs (here fewer subquestions allowed) fails the borrowing cell with the
+    reason, instead of handing its solver subquestions the cell's own settings would not have produced."""
+    grid = parse_grid(yaml.safe_load(BORROW_YAML.replace(
+        "{label: T/T, mode: two-stage, decomposer: T, solver: T}",
+        "{label: T/T, mode: two-stage, decomposer: T, solver: T, pipeline: {max_subquestions: 2}}")))
+    out = env / "grid"
+    statuses = run_grid(grid, out, [file_status(c, out) for c in grid.cells])
+    assert [s.status for s in statuses] == ["done", "failed"]
+    assert "BorrowError" in statuses[1].reason and "max_subquestions 2 is not 4" in statuses[1].reason
+    assert not (out / "gsm8k" / "T-S" / "records.jsonl").exists()
 
 
 def test_grid_stops_cleanly_and_resumes(env: Path) -> None:

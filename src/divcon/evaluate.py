@@ -12,6 +12,7 @@ from divcon import __version__
 from divcon.backends import LoggedBackend, RequestRejected, load_backend
 from divcon.backends.base import accounting_name
 from divcon.cost import Price, load_table, price_of
+from divcon.pipeline.borrowed import borrow_decompositions
 from divcon.pipeline import (STAGED_MODES, Pipeline, PipelineConfig, bare_for_students, prompts_fingerprint,
                              settings_of)
 from divcon.runner import Scoring, StopWhen, run_in_flight
@@ -109,6 +110,7 @@ def evaluate(
     concurrency: int | None = None,
     stop: StopWhen | None = None,
     on_progress: Callable[[int, int, dict | None], None] | None = None,
+    borrow_from: Path | None = None,
 ) -> tuple[Path, dict]:
     """Run (or resume) an evaluation; returns the run dir and its summary.
 
@@ -116,6 +118,10 @@ def evaluate(
     early and cleanly (a re-run continues). Order matters for "nothing silently wrong": the models are resolved
     (their identities) and loaded, and an existing run dir's config is checked, before the run dir is created or
     locked, so a typo in a model path leaves nothing behind that would refuse the corrected command.
+
+    ``borrow_from``: a two-stage run dir with the same decomposer whose decompositions this run takes instead of
+    asking the decomposer again (:mod:`divcon.pipeline.borrowed`); the decomposer is loaded only if a question it
+    has not answered is left.
     """
     pcfg = pcfg or PipelineConfig()
     task = get_task(task_name)
@@ -131,11 +137,13 @@ def evaluate(
            "divcon_version": __version__}
     run_dir = out or runs_root / default_run_name(cfg)
     check_config(run_dir, cfg, DISPLAY_KEYS)
+    borrowed = borrow_decompositions(borrow_from, cfg, task.family) if borrow_from else {}
     done = {r["id"] for r in read_records(run_dir)}
     if any(e.id not in done for e in examples):
         solver_b.load()
-        decomposer_b.load()
-    pipe = Pipeline(pcfg, solver=solver_b, decomposer=decomposer_b)
+        if any(e.id not in done and e.id not in borrowed for e in examples):
+            decomposer_b.load()
+    pipe = Pipeline(pcfg, solver=solver_b, decomposer=decomposer_b, borrowed=borrowed)
     with open_run(run_dir, cfg, DISPLAY_KEYS):
         done = {r["id"] for r in read_records(run_dir, repair=True)}
         todo = [e for e in examples if e.id not in done]

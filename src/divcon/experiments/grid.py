@@ -5,7 +5,8 @@ Why a grid rather than a shell loop of ``divcon eval``: one progress view for th
 tells the report which label each run dir belongs to, cells whose trained student is missing are skipped with the
 reason instead of crashing the night's run, and runs go task-major so a grid stopped half-way already holds complete
 rows for the first tasks. Shared stages cost nothing twice: T/T and T/S send the same decomposer prompt, which the
-SQLite call cache answers once.
+SQLite call cache answers once on one machine; a cell that names another's ``decompositions`` takes them from that
+cell's run files, on any machine (:mod:`divcon.pipeline.borrowed`).
 
 Compact config form::
 
@@ -22,6 +23,8 @@ Compact config form::
       - {label: T/S, mode: two-stage, decomposer: T, solver: S}
       - {label: SD-R/T, mode: two-stage, decomposer: SDR, solver: T, requires: runs/distill/x/adapter,
          tasks: [gsm8k]}
+      - {label: SD-R/S, mode: two-stage, decomposer: SDR, solver: S, requires: runs/distill/x/adapter,
+         tasks: [gsm8k], decompositions: SD-R/T}   # SD-R/T's subquestions, not the decomposer's once more
 """
 
 from __future__ import annotations
@@ -42,7 +45,7 @@ from divcon.runs import read_records, write_json
 TOP_KEYS = {"limit", "split", "shuffle_seed", "concurrency", "pipeline", "models", "tasks", "cells", "out", "title",
             "baseline"}
 TASK_KEYS = {"limit", "split", "shuffle_seed"}
-CELL_KEYS = {"label", "mode", "decomposer", "solver", "tasks", "requires", "pipeline"}
+CELL_KEYS = {"label", "mode", "decomposer", "solver", "tasks", "requires", "pipeline", "decompositions"}
 
 
 class GridError(ValueError):
@@ -63,6 +66,7 @@ class Cell:
     label: str
     requires: tuple[str, ...] = ()
     pipeline: dict[str, Any] = field(default_factory=dict)
+    decompositions: str | None = None  # the label of the cell (same task, same decomposer) whose subquestions it takes
 
     @property
     def slug(self) -> str:
@@ -70,6 +74,10 @@ class Cell:
 
     def run_dir(self, out: Path) -> Path:
         return out / self.task / self.slug
+
+    def borrow_from(self, out: Path) -> Path | None:
+        """The run dir whose decompositions this cell takes (:mod:`divcon.pipeline.borrowed`), if it names one."""
+        return out / self.task / slug(self.decompositions) if self.decompositions else None
 
     def missing(self) -> list[str]:
         """Required paths (trained students) that do not exist: such a cell is skipped, not run."""
@@ -189,7 +197,8 @@ def parse_grid(data: dict[str, Any]) -> Grid:
             cells_by_task.setdefault(t, []).append(Cell(
                 task=t, split=settings["split"], limit=settings["limit"], shuffle_seed=settings["shuffle_seed"],
                 mode=mode, decomposer=decomposer, solver=solver, label=label,
-                requires=tuple(_as_list(raw.get("requires"))), pipeline=pipeline))
+                requires=tuple(_as_list(raw.get("requires"))), pipeline=pipeline,
+                decompositions=str(raw["decompositions"]) if raw.get("decompositions") else None))
 
     order = list(tasks) + [t for t in cells_by_task if t not in tasks]
     cells = [c for t in order for c in cells_by_task.get(t, [])]
@@ -199,6 +208,7 @@ def parse_grid(data: dict[str, Any]) -> Grid:
             raise GridError(f"task {c.task}: labels {seen[(c.task, c.slug)]!r} and {c.label!r} share the folder "
                             f"{c.slug!r}; give them distinct labels")
         seen[(c.task, c.slug)] = c.label
+    _check_borrowing(cells)
     out = Path(data["out"]) if data.get("out") else None
     concurrency = data.get("concurrency")
     if concurrency is not None and (not isinstance(concurrency, int) or concurrency < 1):
@@ -208,6 +218,24 @@ def parse_grid(data: dict[str, Any]) -> Grid:
         if b not in {c.label for c in cells}:
             raise GridError(f"baseline {b!r} is not the label of a cell")
     return Grid(cells=cells, concurrency=concurrency, out=out, title=data.get("title"), baselines=baselines)
+
+
+def _check_borrowing(cells: list[Cell]) -> None:
+    """A cell's ``decompositions`` names another two-stage cell of each of its tasks with the same decomposer, which
+    takes no one's decompositions itself (the run checks the rest: identities, settings, prompts)."""
+    by_key = {(c.task, c.label): c for c in cells}
+    for c in cells:
+        if c.decompositions is None:
+            continue
+        source = by_key.get((c.task, c.decompositions))
+        where = f"cell {c.label!r}, task {c.task}: decompositions {c.decompositions!r}"
+        if c.mode != "two-stage":
+            raise GridError(f"{where}: only a two-stage cell takes another's decompositions, not {c.mode}")
+        if source is None or source is c:
+            raise GridError(f"{where} is not the label of another cell of that task")
+        if source.mode != "two-stage" or source.decomposer != c.decomposer or source.decompositions:
+            raise GridError(f"{where} must be a two-stage cell with the same decomposer ({c.decomposer}) that makes "
+                            f"its own decompositions")
 
 
 def _baselines(value: Any) -> tuple[str, ...]:
@@ -325,7 +353,8 @@ def run_grid(grid: Grid, out: Path, statuses: list[CellStatus], config_path: Pat
         try:
             evaluate(cell.task, solver=cell.solver, decomposer=cell.decomposer, pcfg=cell.pipeline_config(),
                      split=cell.split, limit=cell.limit, shuffle_seed=cell.shuffle_seed, out=cell.run_dir(out),
-                     concurrency=concurrency or grid.concurrency, stop=stop, on_progress=progress)
+                     concurrency=concurrency or grid.concurrency, stop=stop, on_progress=progress,
+                     borrow_from=cell.borrow_from(out))
             statuses[i] = file_status(cell, out)
         except BackendUnavailable:  # an outage is not this cell's fault: stop the grid, keep what is written
             statuses[i] = file_status(cell, out)
@@ -366,7 +395,8 @@ def run_round_robin(cells: list[Cell], out: Path, chunk: int, deadline: float | 
             if quota > 0:
                 _, s = evaluate(c.task, solver=c.solver, decomposer=c.decomposer, pcfg=c.pipeline_config(),
                                 split=c.split, limit=c.limit, shuffle_seed=c.shuffle_seed, out=c.run_dir(out),
-                                concurrency=concurrency, stop=StopWhen(deadline, max_new=quota))
+                                concurrency=concurrency, stop=StopWhen(deadline, max_new=quota),
+                                borrow_from=c.borrow_from(out))
                 if on_chunk:
                     on_chunk(c, s)
             if file_status(c, out).status == "done" or (up_to is not None and have(c) >= up_to):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
 from divcon.backends import ChatRequest, Generation, LoggedBackend, OnText, stream_one
@@ -78,10 +79,12 @@ class Strategy:
     mode: str = ""
     settings: tuple[str, ...] = ()  # the PipelineConfig fields this strategy's calls depend on (see settings_of)
 
-    def __init__(self, config: PipelineConfig, solver: LoggedBackend, decomposer: LoggedBackend):
+    def __init__(self, config: PipelineConfig, solver: LoggedBackend, decomposer: LoggedBackend,
+                 borrowed: Mapping[str, Generation] | None = None):
         self.config = config
         self.solver = solver
         self.decomposer = decomposer
+        self.borrowed = borrowed or {}  # question id -> its decomposition, made by another run (pipeline.borrowed)
 
     def _req(self, messages: list[dict], max_tokens: int, sample: bool = False,
              stop: tuple[str, ...] = ()) -> ChatRequest:
@@ -128,9 +131,11 @@ class TwoStage(Strategy):
     def decompose(self, ex: Example, family: str) -> tuple[list[str], Generation]:
         """Subquestions (possibly none) with the raw generation; shared by eval and distillation."""
         c = self.config
-        req = self._req(P.decompose_messages(ex.question, ex.context, family, c.max_subquestions, c.decompose_shots,
-                                             c.decompose_style), c.decompose_tokens, sample=True)
-        gen = self._call(self.decomposer, req)
+        gen = self.borrowed.get(ex.id)
+        if gen is None:
+            req = self._req(P.decompose_messages(ex.question, ex.context, family, c.max_subquestions,
+                                                 c.decompose_shots, c.decompose_style), c.decompose_tokens, sample=True)
+            gen = self._call(self.decomposer, req)
         return P.parse_subquestions(gen.text, c.max_subquestions), gen
 
     def run(self, ex: Example, family: str, on_text: OnText | None = None) -> PipelineResult:
@@ -232,18 +237,21 @@ def settings_of(config: PipelineConfig, family: str) -> dict:
 class Pipeline:
     """A mode's strategy bound to its models: ``run_one`` answers one question, ``run`` a list in order. The
     strategy of a family runs with that family's tuned prompt settings (:func:`for_family`), a student with its bare
-    prompt (:func:`bare_for_students`)."""
+    prompt (:func:`bare_for_students`). ``borrowed`` decompositions (by question id, :mod:`divcon.pipeline.borrowed`)
+    stand in for the two-stage decomposer's call on their questions."""
 
-    def __init__(self, config: PipelineConfig, solver: LoggedBackend, decomposer: LoggedBackend | None = None):
+    def __init__(self, config: PipelineConfig, solver: LoggedBackend, decomposer: LoggedBackend | None = None,
+                 borrowed: Mapping[str, Generation] | None = None):
         self.solver = solver
         self.decomposer = decomposer or solver
         self.config = bare_for_students(config, self.solver, self.decomposer)
+        self.borrowed = borrowed or {}
         self._strategies: dict[str, Strategy] = {}
 
     def strategy(self, family: str) -> Strategy:
         if family not in self._strategies:
             self._strategies[family] = STRATEGIES[self.config.mode](for_family(self.config, family), self.solver,
-                                                                    self.decomposer)
+                                                                    self.decomposer, self.borrowed)
         return self._strategies[family]
 
     def run_one(self, ex: Example, family: str, on_text: OnText | None = None) -> PipelineResult:
