@@ -19,12 +19,8 @@ import json
 from pathlib import Path
 
 from divcon.backends.base import Generation
-from divcon.pipeline.pipelines import PipelineConfig, prompts_fingerprint
+from divcon.pipeline.pipelines import PipelineConfig, TwoStage, prompts_fingerprint
 from divcon.runs import read_records
-
-# the PipelineConfig fields the decomposer's request depends on (beside the question and the task family)
-DECOMPOSE_SETTINGS = ("max_subquestions", "decompose_tokens", "decompose_shots", "decompose_style", "temperature",
-                      "seed")
 
 
 class BorrowError(ValueError):
@@ -45,7 +41,7 @@ def borrow_decompositions(source: Path, cfg: dict, family: str) -> dict[str, Gen
     if src.get("models", {}).get("decomposer") != cfg["models"].get("decomposer"):
         problems.append(f"its decomposer {src.get('decomposer')!r} is another model than {cfg.get('decomposer')!r}")
     src_pipeline, pipeline = src.get("pipeline", {}), cfg["pipeline"]
-    problems += [f"{k} {src_pipeline.get(k)!r} is not {pipeline.get(k)!r}" for k in DECOMPOSE_SETTINGS
+    problems += [f"{k} {src_pipeline.get(k)!r} is not {pipeline.get(k)!r}" for k in TwoStage.decompose_settings
                  if src_pipeline.get(k) != pipeline.get(k)]
     if not problems and prompts_fingerprint(PipelineConfig(**src_pipeline), family) != src.get("prompts"):
         problems.append("it was made with prompts that today's code no longer sends")

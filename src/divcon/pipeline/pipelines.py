@@ -125,8 +125,10 @@ class TwoStage(Strategy):
     """Static two-stage: the decomposer writes the subquestions, the solver answers them and the question in one
     generation."""
 
-    settings = ("max_subquestions", "decompose_tokens", "decompose_shots", "decompose_style", "temperature", "seed",
-                "solve_tokens", "shots", "solve_style")
+    # the fields the decomposer's request depends on: a run borrowing decompositions must match them (pipeline.borrowed)
+    decompose_settings = ("max_subquestions", "decompose_tokens", "decompose_shots", "decompose_style", "temperature",
+                          "seed")
+    settings = decompose_settings + ("solve_tokens", "shots", "solve_style")
 
     def decompose(self, ex: Example, family: str) -> tuple[list[str], Generation]:
         """Subquestions (possibly none) with the raw generation; shared by eval and distillation."""
